@@ -1,0 +1,124 @@
+"""Run a preset end to end: load data, train, evaluate, write the run folder.
+
+A run folder holds ``metrics.jsonl`` (one JSON line per epoch), ``report.json`` (the final
+numbers with hardware and date), ``learning_curve.png`` and ``checkpoint/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ffcore.checkpoint import build_model, save_checkpoint
+from ffcore.data.datasets import Splits, load_dataset
+from ffcore.plots import plot_learning_curve
+from ffcore.presets import Preset
+from ffcore.train import EpochRecord, evaluate, fit
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def hardware() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def peak_memory_mb(device: torch.device) -> dict:
+    """Peak resident memory of this process (CPU) and peak CUDA allocation, in MiB."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_preset(
+    preset: Preset,
+    *,
+    data_dir: str | Path | None,
+    out: str | Path,
+    device: str = "auto",
+    seed: int = 0,
+    eval_every: int = 1,
+    data: Splits | None = None,
+    on_batch: Callable | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> dict:
+    """Train ``preset`` and write its run folder to ``out``; returns the report."""
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    data = (data or load_dataset(preset.dataset, data_dir, seed=seed)).to(dev)
+    config = preset.model
+    if config.input_dim != data.input_dim or config.num_classes < data.num_classes:
+        raise ValueError(
+            f"preset {preset.name} expects {config.input_dim}-dim inputs and {config.num_classes} classes; "
+            f"the data has {data.input_dim} and {data.num_classes}"
+        )
+    model = build_model(preset.kind, config).to(dev)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "metrics.jsonl"
+    log_path.write_text("")
+    history: list[dict] = []
+
+    def log_epoch(record: EpochRecord) -> None:
+        line = asdict(record)
+        history.append(line)
+        with log_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        if on_epoch:
+            on_epoch(record)
+
+    start = time.perf_counter()
+    records = fit(model, data, epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
+                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch)
+    train_seconds = sum(r.seconds for r in records)
+    test = evaluate(model, data.test_x, data.test_y, data.num_classes)
+    wall = time.perf_counter() - start
+    report = {
+        "preset": preset.name,
+        "kind": preset.kind,
+        "dataset": preset.dataset,
+        "epochs": preset.epochs,
+        "batch_size": preset.batch_size,
+        "seed": seed,
+        "device": str(dev),
+        "parameters": count_parameters(model),
+        "test": test,
+        "final_val_error": records[-1].val_error,
+        "wall_seconds": wall,
+        "train_seconds": train_seconds,
+        "train_samples_per_second": len(data.train_x) * preset.epochs / train_seconds,
+        **peak_memory_mb(dev),
+        "hardware": hardware(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "paper_result": preset.paper_result,
+    }
+    save_checkpoint(model, out / "checkpoint", extra={"preset": preset.name, "test": test})
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    plot_learning_curve(history, out / "learning_curve.png", title=f"{preset.name} ({dev})")
+    return report

@@ -1,0 +1,198 @@
+"""Feed-forward FF networks: supervised (label in the input, paper 3.3) and unsupervised
+(hybrid-image negatives, paper 3.2), with a linear softmax readout.
+
+Both share one training step: make positive and negative inputs, then let every layer take its
+local update on the detached activities of the layer below. Only the making of the data differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ffcore.goodness import goodness, layer_norm
+from ffcore.layers import FFLinear, LayerConfig, threshold_schedule
+from ffcore.negatives import (
+    all_label_inputs,
+    embed_label,
+    hybrid_images,
+    wrong_labels_hard,
+    wrong_labels_uniform,
+)
+from ffcore.readout import LinearReadout
+
+MODES = ("supervised", "unsupervised")
+NEGATIVES = {"supervised": ("hard", "uniform"), "unsupervised": ("hybrid",)}
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """Architecture and learning settings of an FF multi-layer perceptron."""
+
+    input_dim: int = 784
+    num_classes: int = 10
+    widths: tuple[int, ...] = (2000, 2000, 2000, 2000)
+    mode: str = "supervised"
+    negatives: str = "hard"  # supervised: "hard" | "uniform"; unsupervised: "hybrid"
+    image_shape: tuple[int, int] | None = (28, 28)  # needed by hybrid images
+    hybrid_blur_steps: int = 6
+    layer: LayerConfig = field(default_factory=LayerConfig)
+    threshold_scale: float = 1.0
+    threshold_pyramid: float = 0.0
+    goodness_layers: tuple[int, ...] | None = None  # label-goodness classifier; None: all but the first
+    readout_layers: tuple[int, ...] | None = None  # None: all but the first (supervised), last three (unsup.)
+    readout_lr: float = 1e-2
+    readout_weight_decay: float = 3e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} not in {list(MODES)}")
+        if self.negatives not in NEGATIVES[self.mode]:
+            raise ValueError(f"{self.mode} FF takes negatives in {list(NEGATIVES[self.mode])}, not {self.negatives!r}")
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be a non-empty list of positive sizes, got {self.widths}")
+        if self.mode == "unsupervised" and self.image_shape is None:
+            raise ValueError("unsupervised FF makes hybrid images: set image_shape")
+        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != self.input_dim:
+            raise ValueError(f"image_shape {self.image_shape} does not hold input_dim {self.input_dim}")
+        for name in ("goodness_layers", "readout_layers"):
+            chosen = getattr(self, name)
+            if chosen is not None:
+                chosen = tuple(int(i) for i in chosen)
+                object.__setattr__(self, name, chosen)
+                bad = [i for i in chosen if not 0 <= i < len(self.widths)]
+                if bad or not chosen:
+                    raise ValueError(f"{name} {chosen} must name layers in 0..{len(self.widths) - 1}")
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return threshold_schedule(self.widths, self.threshold_scale, self.threshold_pyramid)
+
+    def _default_layers(self, n_last: int | None) -> tuple[int, ...]:
+        n = len(self.widths)
+        first = max(0, n - n_last) if n_last else (1 if n > 1 else 0)
+        return tuple(range(first, n))
+
+    @property
+    def goodness_layer_ids(self) -> tuple[int, ...]:
+        return self.goodness_layers or self._default_layers(None)
+
+    @property
+    def readout_layer_ids(self) -> tuple[int, ...]:
+        if self.readout_layers:
+            return self.readout_layers
+        return self._default_layers(3 if self.mode == "unsupervised" else None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MLPConfig":
+        d = dict(d)
+        d["layer"] = LayerConfig(**d.get("layer", {}))
+        return cls(**d)
+
+
+class FFMLP(nn.Module):
+    """A stack of FF layers plus a linear softmax readout."""
+
+    kind = "ff"
+
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.config = config
+        dims = (config.input_dim, *config.widths)
+        self.layers = nn.ModuleList(
+            FFLinear(dims[i], dims[i + 1], theta, config.layer) for i, theta in enumerate(config.thresholds)
+        )
+        features = sum(config.widths[i] for i in config.readout_layer_ids)
+        self.readout = LinearReadout(features, config.num_classes, config.readout_lr, config.readout_weight_decay)
+
+    # ---- inference -----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The input the first layer sees: the label (or the neutral label) written in when supervised."""
+        if self.config.mode == "supervised":
+            return embed_label(x, labels, self.config.num_classes)
+        return x
+
+    @torch.no_grad()
+    def activities(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Activities of every layer, before layer normalization: L tensors of (B, N_l)."""
+        ys, h = [], inputs
+        for layer in self.layers:
+            h = layer(h)
+            ys.append(h)
+        return ys
+
+    def readout_features(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        kind = self.config.layer.goodness
+        return torch.cat([layer_norm(ys[i], kind) for i in self.config.readout_layer_ids], dim=1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax readout from one forward pass (neutral label when supervised): (B, C)."""
+        features = self.readout_features(self.activities(self.encode(x)))
+        return torch.softmax(self.readout(features), dim=1)
+
+    @torch.no_grad()
+    def label_goodness(self, x: torch.Tensor) -> torch.Tensor:
+        """Goodness accumulated over ``goodness_layers`` with each label written in: (B, C)."""
+        if self.config.mode != "supervised":
+            raise ValueError("label goodness needs the label in the input: only supervised FF has it")
+        c, b = self.config.num_classes, x.shape[0]
+        ys = self.activities(all_label_inputs(x, c))
+        total = sum(goodness(ys[i], self.config.layer.goodness) for i in self.config.goodness_layer_ids)
+        return total.view(c, b).T
+
+    @property
+    def predict_methods(self) -> tuple[str, ...]:
+        return ("goodness", "softmax") if self.config.mode == "supervised" else ("softmax",)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, method: str | None = None) -> torch.Tensor:
+        """Predicted labels (B,). ``goodness``: try every label, best accumulated goodness
+        (the better classifier, paper 3.3); ``softmax``: one pass from the neutral label."""
+        method = method or self.predict_methods[0]
+        if method not in self.predict_methods:
+            raise ValueError(f"{self.config.mode} FF predicts with {list(self.predict_methods)}, not {method!r}")
+        scores = self.label_goodness(x) if method == "goodness" else self.predict_proba(x)
+        return scores.argmax(dim=1)
+
+    # ---- learning ------------------------------------------------------------------------------
+    def _negative_labels(self, probs: torch.Tensor, labels: torch.Tensor, generator) -> torch.Tensor:
+        if self.config.negatives == "hard":
+            return wrong_labels_hard(probs, labels, generator)
+        return wrong_labels_uniform(labels, self.config.num_classes, generator)
+
+    def train_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        """One FF step on a mini-batch: every layer's local update, then the readout's."""
+        cfg = self.config
+        if cfg.mode == "supervised":
+            # One pass from the neutral label feeds the readout and picks the hard negative labels.
+            neutral_features = self.readout_features(self.activities(self.encode(x)))
+            readout_loss, logits = self.readout.train_step(neutral_features, labels)
+            neg_labels = self._negative_labels(torch.softmax(logits, dim=1), labels, generator)
+            h_pos, h_neg = self.encode(x, labels), self.encode(x, neg_labels)
+        else:
+            h_pos, h_neg = x, hybrid_images(x, cfg.image_shape, cfg.hybrid_blur_steps, generator)
+
+        stats, ys_pos = {}, []
+        for i, layer in enumerate(self.layers):
+            step = layer.train_step(h_pos, h_neg)
+            h_pos, h_neg = step.y_pos, step.y_neg
+            ys_pos.append(step.y_pos)
+            stats[f"loss_{i}"] = step.loss
+            stats[f"g_pos_{i}"] = step.goodness_pos
+            stats[f"g_neg_{i}"] = step.goodness_neg
+
+        if cfg.mode == "unsupervised":
+            # The positive pass already computed the representations the readout learns from.
+            readout_loss, _ = self.readout.train_step(self.readout_features(ys_pos), labels)
+        stats["loss"] = sum(stats[f"loss_{i}"] for i in range(len(self.layers)))
+        stats["readout_loss"] = readout_loss
+        return stats

@@ -1,0 +1,119 @@
+"""One training loop for every model (FF supervised, FF unsupervised, backprop).
+
+Models follow a small contract: ``train_batch(x, y, generator) -> dict of floats``,
+``predict(x, method) -> (B,) labels``, ``predict_methods`` and their optimizers reachable as
+``torch.optim.Optimizer`` attributes of their modules. The loop shuffles, steps, cools the learning
+rate down linearly over the last half of training, and evaluates; progress goes to callbacks so
+the CLI can draw bars and write logs while notebooks stay quiet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ffcore.data.datasets import Splits
+from ffcore.metrics import error_rate, macro_f1
+
+EVAL_BATCH = 1000
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_error: dict[str, float]  # per prediction method
+    seconds: float
+    samples_per_second: float
+    stats: dict[str, float] = field(default_factory=dict)  # epoch means of the per-batch numbers
+
+
+def optimizers_of(model: torch.nn.Module) -> list[torch.optim.Optimizer]:
+    """Every optimizer owned by the model or its submodules (FF: one per layer plus the readout)."""
+    found = []
+    for module in model.modules():
+        opt = getattr(module, "optimizer", None)
+        if isinstance(opt, torch.optim.Optimizer) and opt not in found:
+            found.append(opt)
+    return found
+
+
+def cooldown_factor(epoch: int, epochs: int) -> float:
+    """1 for the first half of training, then a linear decay that reaches 1/(epochs/2) at the end."""
+    half = epochs // 2
+    if epoch < half:
+        return 1.0
+    return 1.0 - (epoch - half) / (epochs - half)
+
+
+def set_lr_factor(model: torch.nn.Module, factor: float) -> None:
+    for opt in optimizers_of(model):
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+
+
+@torch.no_grad()
+def predict_all(model, x: torch.Tensor, method: str | None = None, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    return torch.cat([model.predict(x[i : i + batch_size], method) for i in range(0, len(x), batch_size)])
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, methods=None) -> dict[str, dict]:
+    """Error and macro F1 for each prediction method: ``{method: {"error": .., "macro_f1": ..}}``."""
+    out = {}
+    for method in methods or model.predict_methods:
+        pred = predict_all(model, x, method)
+        out[method] = {"error": error_rate(pred, y), "macro_f1": macro_f1(pred, y, num_classes)}
+    return out
+
+
+def fit(
+    model,
+    data: Splits,
+    *,
+    epochs: int,
+    batch_size: int = 100,
+    seed: int = 0,
+    eval_every: int = 1,
+    eval_methods: tuple[str, ...] | None = None,
+    on_batch: Callable[[int, int, dict], None] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> list[EpochRecord]:
+    """Train ``model`` on ``data.train_*`` for ``epochs``; validation error every ``eval_every`` epochs.
+
+    ``on_batch(epoch, batch_index, stats)`` and ``on_epoch(record)`` report progress.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    n = len(data.train_x)
+    history = []
+    for epoch in range(epochs):
+        set_lr_factor(model, cooldown_factor(epoch, epochs))
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        sums: dict[str, float] = {}
+        batches = 0
+        for b, i in enumerate(range(0, n, batch_size)):
+            idx = order[i : i + batch_size]
+            stats = model.train_batch(data.train_x[idx], data.train_y[idx], generator)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            batches += 1
+            if on_batch:
+                on_batch(epoch, b, stats)
+        seconds = time.perf_counter() - start
+        means = {k: v / batches for k, v in sums.items()}
+        val = {}
+        if len(data.val_x) and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
+            val = {m: r["error"] for m, r in evaluate(model, data.val_x, data.val_y, data.num_classes, eval_methods).items()}
+        record = EpochRecord(epoch + 1, means.get("loss", float("nan")), val, seconds, n / seconds, means)
+        history.append(record)
+        if on_epoch:
+            on_epoch(record)
+    return history

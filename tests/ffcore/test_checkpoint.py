@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from ffcore.checkpoint import load_checkpoint, save_checkpoint
+from ffcore.data import load_synthetic
+from ffcore.presets import get_preset
+from ffcore.checkpoint import build_model
+from ffcore.train import fit
+
+
+@pytest.mark.parametrize("preset", ["synthetic-ff", "synthetic-ff-unsup", "synthetic-bp"])
+def test_round_trip_reproduces_predictions_exactly(tmp_path, preset):
+    torch.manual_seed(0)
+    p = get_preset(preset)
+    data = load_synthetic(n_train=300, n_val=50, n_test=200)
+    model = build_model(p.kind, p.model)
+    fit(model, data, epochs=1, seed=0)
+    save_checkpoint(model, tmp_path / "ckpt", extra={"preset": preset})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.config == model.config
+    assert torch.equal(loaded.predict_proba(data.test_x), model.predict_proba(data.test_x))
+    for method in model.predict_methods:
+        assert torch.equal(loaded.predict(data.test_x, method), model.predict(data.test_x, method))
+    if p.model.mode == "supervised" and p.kind == "ff":
+        assert torch.equal(loaded.label_goodness(data.test_x), model.label_goodness(data.test_x))
+
+
+def test_checkpoint_is_safetensors_and_json_not_pickle(tmp_path):
+    model = build_model("ff", get_preset("synthetic-ff").model)
+    folder = save_checkpoint(model, tmp_path / "c")
+    raw = (folder / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + header_len])  # safetensors: u64 length + JSON header
+    assert "layers.0.linear.weight" in header
+    assert not raw.startswith(b"\x80")  # pickle protocol marker
+    assert json.loads((folder / "config.json").read_text())["kind"] == "ff"
+
+
+def test_loading_a_non_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="not an ffcore-checkpoint"):
+        load_checkpoint(tmp_path)

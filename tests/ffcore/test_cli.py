@@ -1,0 +1,55 @@
+import json
+
+from typer.testing import CliRunner
+
+from ffcore.cli import app
+from tests.ffcore.data.test_datasets import make_idx_folder
+
+runner = CliRunner()
+
+
+def test_train_then_eval_end_to_end_on_synthetic(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "synthetic-ff", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["epochs"] == 1 and set(report["test"]) == {"goodness", "softmax"}
+    assert report["train_samples_per_second"] > 0 and report["peak_rss_mb"] > 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["epoch"] == 1
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(app, ["eval", str(out / "checkpoint")])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.stdout.strip().splitlines()[-1])
+    assert evaluated["softmax"]["error"] == report["test"]["softmax"]["error"]
+
+
+def test_train_on_a_tiny_idx_folder(tmp_path):
+    data = make_idx_folder(tmp_path / "mnist", n_train=60, n_test=20)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "mnist-bp-cpu", "--data-dir", str(data), "--epochs", "1",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["dataset"] == "mnist"
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["train", "--preset", "nope"])
+    assert result.exit_code == 2
+    assert "error: unknown preset 'nope'" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["train", "--preset", "mnist-ff-cpu"])
+    assert result.exit_code == 2 and "needs --data-dir" in result.output
+    result = runner.invoke(app, ["train", "--preset", "mnist-ff-cpu", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "train-images-idx3-ubyte(.gz) not found" in result.output
+    folder = make_idx_folder(tmp_path / "bad")
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(b"garbage!")
+    result = runner.invoke(app, ["train", "--preset", "mnist-ff-cpu", "--data-dir", str(folder)])
+    assert result.exit_code == 2 and "bad IDX magic number" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(app, ["eval", str(tmp_path)])
+    assert result.exit_code == 2 and "no config.json" in result.output
+
+
+def test_presets_lists_the_paper_presets():
+    result = runner.invoke(app, ["presets"])
+    assert result.exit_code == 0 and "mnist-ff-4x2000" in result.output

@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from ffcore.goodness import activity_measure, layer_norm
+from ffcore.layers import ACTIVATIONS, FFLinear, LayerConfig, threshold_schedule
+
+PLAIN_SGD = LayerConfig(optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0)
+
+
+def _layer(config=PLAIN_SGD, d=20, n=30, seed=0, threshold=None):
+    torch.manual_seed(seed)
+    return FFLinear(d, n, threshold=float(n) if threshold is None else threshold, config=config)
+
+
+@pytest.mark.parametrize("phase", ["positive", "negative"])
+def test_update_on_x_leaves_normalized_output_for_x_unchanged(phase):
+    """Paper section 6: an FF update for input x scales every hidden activity by the same factor."""
+    x = torch.rand(1, 20)
+    # threshold at the current goodness: the logistic is at its steepest, so both phases move
+    layer = _layer()
+    layer.threshold = activity_measure(layer(x)).item()
+    before = layer(x).detach()
+    assert activity_measure(before).item() > 0
+    layer.train_step(x if phase == "positive" else None, x if phase == "negative" else None)
+    after = layer(x).detach()
+    assert not torch.allclose(after, before)  # the update did change the activities...
+    assert torch.allclose(layer_norm(after), layer_norm(before), atol=1e-5)  # ...but not their direction
+
+
+def test_no_gradient_reaches_the_layer_below():
+    torch.manual_seed(0)
+    below, above = _layer(d=20, n=30), _layer(d=30, n=10, seed=1)
+    x = torch.rand(8, 20)
+    y_pos, y_neg = below(x), below(x.flip(0))  # graph attached to `below`'s weights
+    assert y_pos.requires_grad
+    w_before = below.linear.weight.detach().clone()
+    above.train_step(y_pos, y_neg)
+    assert below.linear.weight.grad is None and below.linear.bias.grad is None
+    assert torch.equal(below.linear.weight, w_before)
+    assert above.linear.weight.grad is not None
+
+
+def test_positive_and_negative_updates_move_goodness_apart():
+    layer = _layer(LayerConfig(optimizer="sgd", lr=0.005, momentum=0.9, weight_decay=0.0))
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.rand(64, 20, generator=g), torch.rand(64, 20, generator=g) * torch.linspace(0, 1, 20)
+    first = layer.train_step(pos, neg)
+    for _ in range(50):
+        last = layer.train_step(pos, neg)
+    assert last.loss < first.loss
+    assert last.goodness_pos - last.goodness_neg > first.goodness_pos - first.goodness_neg + 1.0
+
+
+def test_min_ssq_gives_positive_data_low_activity():
+    layer = _layer(LayerConfig(goodness="min_ssq", optimizer="sgd", lr=0.005, momentum=0.9, weight_decay=0.0))
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.rand(64, 20, generator=g), torch.rand(64, 20, generator=g) * torch.linspace(0, 1, 20)
+    for _ in range(100):
+        step = layer.train_step(pos, neg)
+    assert step.goodness_pos < step.goodness_neg  # activity measure: sum of squares
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_every_activation_learns(activation):
+    layer = _layer(LayerConfig(activation=activation, optimizer="adam", lr=0.01, weight_decay=0.0))
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.rand(64, 20, generator=g), torch.rand(64, 20, generator=g) * torch.linspace(0, 1, 20)
+    first = layer.train_step(pos, neg).loss
+    for _ in range(30):
+        last = layer.train_step(pos, neg).loss
+    assert last < first
+
+
+def test_peer_normalization_revives_dead_units():
+    """Footnote 9: a dead ReLU has no derivative, but peer normalization pretends it does."""
+    for strength, should_move in [(0.0, False), (1.0, True)]:
+        layer = _layer(LayerConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0,
+                                   peer_normalization=strength))
+        with torch.no_grad():
+            layer.linear.bias[0] = -100.0  # unit 0 is dead on every input
+        x = torch.rand(16, 20)
+        assert layer(x)[:, 0].abs().max() == 0
+        w0 = layer.linear.weight[0].detach().clone()
+        layer.train_step(x, None)
+        moved = not torch.equal(layer.linear.weight[0], w0)
+        assert moved == should_move
+        if should_move:  # towards more activity: its bias grows
+            assert layer.linear.bias[0].item() > -100.0
+
+
+def test_peer_running_mean_tracks_activity():
+    layer = _layer(LayerConfig(peer_normalization=0.1, peer_momentum=0.0))
+    x = torch.rand(16, 20)
+    layer.train_step(x, None)
+    # momentum 0: the running mean is the batch mean activity seen during the step
+    assert layer.peer_running_mean.shape == (30,)
+    assert (layer.peer_running_mean >= 0).all() and layer.peer_running_mean.sum() > 0
+
+
+def test_threshold_schedules():
+    assert threshold_schedule((10, 20)) == (10.0, 20.0)
+    pyramid = threshold_schedule((100, 100, 100, 100), scale=1.0, pyramid=0.5)
+    assert pyramid == (100.0, 150.0, 200.0, 250.0)
+    assert all(a < b for a, b in zip(pyramid, pyramid[1:]))
+    with pytest.raises(ValueError, match="pyramid must be >= 0"):
+        threshold_schedule((10,), pyramid=-1)
+
+
+def test_symmetric_loss_layer_needs_both_phases():
+    layer = _layer(LayerConfig(loss="symmetric"))
+    with pytest.raises(ValueError, match="needs both"):
+        layer.train_step(torch.rand(4, 20), None)
+    step = layer.train_step(torch.rand(4, 20), torch.rand(4, 20))
+    assert step.loss > 0
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("activation", "swish", "activation 'swish'"),
+    ("goodness", "max_abs", "goodness 'max_abs'"),
+    ("optimizer", "lbfgs", "optimizer 'lbfgs'"),
+    ("lr", 0.0, "lr must be > 0"),
+    ("peer_momentum", 1.0, "peer_momentum"),
+])
+def test_layer_config_refuses_bad_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        LayerConfig(**{field: value})

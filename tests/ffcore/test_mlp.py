@@ -1,0 +1,84 @@
+import time
+
+import pytest
+import torch
+
+from ffcore.data import load_synthetic
+from ffcore.mlp import FFMLP, MLPConfig
+from ffcore.presets import get_preset
+from ffcore.train import evaluate, fit
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_synthetic(n_train=3000, n_val=500, n_test=1000, seed=0)
+
+
+def test_supervised_ff_learns_synthetic_task_within_seconds(synthetic):
+    torch.manual_seed(0)
+    preset = get_preset("synthetic-ff")
+    model = FFMLP(preset.model)
+    start = time.perf_counter()
+    fit(model, synthetic, epochs=preset.epochs, seed=0, eval_every=100)
+    assert time.perf_counter() - start < 60  # generous: a sanity bound, not a speed target
+    results = evaluate(model, synthetic.test_x, synthetic.test_y, 10)
+    assert results["goodness"]["error"] < 0.06
+    assert results["softmax"]["error"] < 0.03
+    assert results["softmax"]["macro_f1"] > 0.97
+
+
+def test_unsupervised_ff_learns_synthetic_task(synthetic):
+    torch.manual_seed(0)
+    preset = get_preset("synthetic-ff-unsup")
+    model = FFMLP(preset.model)
+    fit(model, synthetic, epochs=preset.epochs, seed=0, eval_every=100)
+    assert evaluate(model, synthetic.test_x, synthetic.test_y, 10)["softmax"]["error"] < 0.05
+
+
+def test_label_goodness_shapes_and_layers():
+    cfg = MLPConfig(input_dim=36, widths=(8, 8, 8), image_shape=(6, 6))
+    assert cfg.goodness_layer_ids == (1, 2)  # all but the first hidden layer (paper 3.3)
+    assert cfg.readout_layer_ids == (1, 2)
+    model = FFMLP(cfg)
+    g = model.label_goodness(torch.rand(5, 36))
+    assert g.shape == (5, 10)
+    assert model.predict(torch.rand(5, 36)).shape == (5,)
+    unsup = MLPConfig(input_dim=36, widths=(8,) * 5, image_shape=(6, 6), mode="unsupervised", negatives="hybrid")
+    assert unsup.readout_layer_ids == (2, 3, 4)  # the last three hidden layers (paper 3.2)
+
+
+def test_label_goodness_equals_per_label_forward_passes():
+    torch.manual_seed(0)
+    model = FFMLP(MLPConfig(input_dim=36, widths=(8, 8, 8), image_shape=(6, 6)))
+    x = torch.rand(4, 36)
+    scores = model.label_goodness(x)
+    for c in range(10):
+        ys = model.activities(model.encode(x, torch.full((4,), c)))
+        expected = ys[1].square().sum(1) + ys[2].square().sum(1)
+        assert torch.allclose(scores[:, c], expected, rtol=1e-5)
+
+
+def test_unsupervised_model_has_no_label_goodness():
+    model = FFMLP(MLPConfig(input_dim=36, widths=(8, 8, 8), image_shape=(6, 6), mode="unsupervised", negatives="hybrid"))
+    with pytest.raises(ValueError, match="predicts with \\['softmax'\\], not 'goodness'"):
+        model.predict(torch.rand(2, 36), "goodness")
+    with pytest.raises(ValueError, match="only supervised FF"):
+        model.label_goodness(torch.rand(2, 36))
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"mode": "semi"}, "mode 'semi'"),
+    ({"negatives": "hybrid"}, "supervised FF takes negatives"),
+    ({"widths": ()}, "widths must be"),
+    ({"image_shape": (5, 5)}, "does not hold input_dim"),
+    ({"readout_layers": (7,)}, "readout_layers"),
+])
+def test_config_refuses_bad_values(changes, message):
+    base = dict(input_dim=36, widths=(8, 8), image_shape=(6, 6))
+    with pytest.raises(ValueError, match=message):
+        MLPConfig(**{**base, **changes})
+
+
+def test_config_dict_round_trip():
+    cfg = get_preset("mnist-ff-unsup-4x2000").model
+    assert MLPConfig.from_dict(cfg.to_dict()) == cfg
