@@ -14,21 +14,26 @@ from safetensors.torch import load_file, save_file
 
 from ffcore.backprop import BackpropMLP
 from ffcore.mlp import FFMLP, MLPConfig
+from ffcore.recurrent import RecurrentConfig, RecurrentFF
 
 FORMAT = "ffcore-checkpoint"
 FORMAT_VERSION = 1
-MODEL_KINDS = {"ff": FFMLP, "bp": BackpropMLP}
+# kind -> (model class, config class)
+MODEL_KINDS = {"ff": (FFMLP, MLPConfig), "bp": (BackpropMLP, MLPConfig), "recurrent": (RecurrentFF, RecurrentConfig)}
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def build_model(kind: str, config: MLPConfig):
+def build_model(kind: str, config):
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
-    return MODEL_KINDS[kind](config)
+    model_cls, config_cls = MODEL_KINDS[kind]
+    if not isinstance(config, config_cls):
+        raise ValueError(f"a {kind} model takes a {config_cls.__name__}, got {type(config).__name__}")
+    return model_cls(config)
 
 
 def save_checkpoint(model, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write ``model`` (an FFMLP or BackpropMLP) to ``directory``; returns the folder."""
+    """Write ``model`` (FFMLP, BackpropMLP or RecurrentFF) to ``directory``; returns the folder."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -55,9 +60,40 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     """Rebuild the model saved in ``directory`` on ``device``."""
     meta = read_checkpoint_meta(directory)
-    model = build_model(meta["kind"], MLPConfig.from_dict(meta["config"]))
+    kind = meta.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"{directory}: unknown model kind {kind!r}")
+    model = build_model(kind, MODEL_KINDS[kind][1].from_dict(meta["config"]))
     weights = Path(directory) / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{directory} is not a checkpoint: no {WEIGHTS}")
     model.load_state_dict(load_file(weights), strict=True)
+    return model.to(device)
+
+
+def to_bytes(model) -> bytes:
+    """The whole model as one safetensors blob, its config in the header metadata (snapshots)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "kind": model.kind,
+            "config": json.dumps(model.config.to_dict())}
+    return save(tensors, metadata=meta)
+
+
+def from_bytes(data: bytes, device: str | torch.device = "cpu"):
+    """Rebuild a model from :func:`to_bytes` output; refuses anything else with a ValueError."""
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+    except Exception as e:  # safetensors raises its own error types for malformed bytes
+        raise ValueError(f"not a model snapshot: {e}") from e
+    kind = meta.get("kind")
+    if meta.get("format") != FORMAT or kind not in MODEL_KINDS:
+        raise ValueError("not a model snapshot: missing or unknown format/kind metadata")
+    model = build_model(kind, MODEL_KINDS[kind][1].from_dict(json.loads(meta["config"])))
+    model.load_state_dict(tensors, strict=True)
     return model.to(device)

@@ -111,8 +111,12 @@ class FFLayer(nn.Module, ABC):
         """Every layer learns with its own optimizer: there is no global backward pass."""
         self.optimizer = make_optimizer(self.parameters(), self.config)
 
+    def normalized_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Length-only normalization of the input (the direction of the layer below's activity)."""
+        return layer_norm(x, self.config.goodness)
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        return self.connect(layer_norm(x, self.config.goodness))
+        return self.connect(self.normalized_input(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (B, D) activities of the layer below (or the input). Returns (B, N) activities."""
@@ -179,3 +183,23 @@ class FFLinear(FFLayer):
 
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         return self.linear(x_normalized)
+
+    def delta_factors(self, x: torch.Tensor, phase: str, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A plain-SGD step of the FF loss for one phase, as low-rank factors, without changing weights.
+
+        For a linear layer the weight gradient of a batch is a sum of outer products, so the step
+        is ``W += left.T @ right`` and ``b += left.sum(0)`` with ``left = -lr * dL/dz`` (B, N) and
+        ``right`` the normalized input (B, D): compact whenever B < min(N, D).
+        Returns (left, right, y) where y (B, N) is the activity the layer computed.
+        """
+        if phase not in ("positive", "negative"):
+            raise ValueError(f"phase must be 'positive' or 'negative', got {phase!r}")
+        if self.config.loss != "logistic":
+            raise ValueError("separate positive and negative updates need the logistic (threshold) loss")
+        right = self.normalized_input(x.detach())
+        z = self.linear(right).detach().requires_grad_(True)
+        y = self._act(z)
+        y_pos, y_neg = (y, None) if phase == "positive" else (None, y)
+        loss = ff_loss(y_pos, y_neg, self.threshold, self.config.goodness)
+        (dz,) = torch.autograd.grad(loss, z)
+        return -lr * dz, right, y.detach()

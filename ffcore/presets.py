@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from ffcore.layers import LayerConfig
 from ffcore.mlp import MLPConfig
+from ffcore.recurrent import RecurrentConfig
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,8 @@ class Preset:
     name: str
     description: str
     dataset: str  # "mnist" | "fashion-mnist" | "synthetic"
-    kind: str  # "ff" | "bp"
-    model: MLPConfig
+    kind: str  # "ff" | "bp" | "recurrent"
+    model: MLPConfig | RecurrentConfig
     epochs: int
     batch_size: int = 100
     paper_result: str = ""
@@ -52,6 +53,14 @@ _PRESETS = [
     Preset("mnist-ff-unsup-cpu", "unsupervised FF 3x1000 with hybrid negatives, sized for a CPU",
            "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), mode="unsupervised", negatives="hybrid",
                                     layer=FF_LAYER), epochs=30),
+    Preset("mnist-ff-recurrent", "recurrent top-down FF, 8 damped synchronous iterations, hard negatives (paper 3.4)",
+           "mnist", "recurrent", RecurrentConfig(widths=(2000, 2000, 2000), layer=FF_LAYER), epochs=60,
+           paper_result="1.31% test error"),
+    Preset("mnist-ff-recurrent-cpu", "recurrent top-down FF 2x500, 8 iterations, sized for a CPU",
+           "mnist", "recurrent", RecurrentConfig(widths=(500, 500), layer=FF_LAYER), epochs=10),
+    Preset("synthetic-ff-recurrent", "recurrent top-down FF on the built-in synthetic set (seconds)",
+           "synthetic", "recurrent", RecurrentConfig(input_dim=196, widths=(128, 128), iterations=4,
+                                                     eval_window=(3, 4), layer=SYNTH_FF_LAYER), epochs=2),
     Preset("synthetic-ff", "supervised FF on the built-in synthetic set (seconds)",
            "synthetic", "ff", MLPConfig(**SYNTH, layer=SYNTH_FF_LAYER), epochs=4),
     Preset("synthetic-ff-unsup", "unsupervised FF on the built-in synthetic set (seconds)",
