@@ -162,6 +162,7 @@ def compare(
     device: str = typer.Option("auto"),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/compare")),
+    eval_every: int = typer.Option(5, min=1, help="validate every N epochs"),
 ):
     """Train several presets, each in its own process (so peak memory is its own), and tabulate
     test error, macro F1, wall time, samples/s and peak memory side by side."""
@@ -173,7 +174,7 @@ def compare(
     for name in presets:
         run_dir = out / name
         cmd = [sys.executable, "-m", "ffcore.cli", "train", "--preset", name, "--device", device,
-               "--seed", str(seed), "--out", str(run_dir), "--quiet"]
+               "--seed", str(seed), "--out", str(run_dir), "--quiet", "--eval-every", str(eval_every)]
         cmd += ["--data-dir", str(data_dir)] if data_dir else []
         cmd += ["--epochs", str(epochs)] if epochs else []
         console.print(f"training {name} ...")

@@ -121,23 +121,27 @@ class FFMLP(nn.Module):
         return x
 
     @torch.no_grad()
-    def activities(self, inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Activities of every layer, before layer normalization: L tensors of (B, N_l)."""
-        ys, h = [], inputs
-        for layer in self.layers:
+    def activities(self, inputs: torch.Tensor, keep: tuple[int, ...] | None = None) -> dict[int, torch.Tensor]:
+        """Activities before layer normalization, ``{layer: (B, N_l)}``, of the layers in ``keep``
+        (all when None); the others are dropped as soon as the next layer has read them."""
+        ys, h = {}, inputs
+        for i, layer in enumerate(self.layers):
             h = layer(h)
-            ys.append(h)
+            if keep is None or i in keep:
+                ys[i] = h
         return ys
 
-    def readout_features(self, ys: list[torch.Tensor]) -> torch.Tensor:
+    def readout_features(self, ys: dict[int, torch.Tensor]) -> torch.Tensor:
         kind = self.config.layer.goodness
         return torch.cat([layer_norm(ys[i], kind) for i in self.config.readout_layer_ids], dim=1)
+
+    def _readout_input(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.readout_features(self.activities(inputs, self.config.readout_layer_ids))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax readout from one forward pass (neutral label when supervised): (B, C)."""
-        features = self.readout_features(self.activities(self.encode(x)))
-        return torch.softmax(self.readout(features), dim=1)
+        return torch.softmax(self.readout(self._readout_input(self.encode(x))), dim=1)
 
     @torch.no_grad()
     def label_goodness(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,8 +149,9 @@ class FFMLP(nn.Module):
         if self.config.mode != "supervised":
             raise ValueError("label goodness needs the label in the input: only supervised FF has it")
         c, b = self.config.num_classes, x.shape[0]
-        ys = self.activities(all_label_inputs(x, c))
-        total = sum(goodness(ys[i], self.config.layer.goodness) for i in self.config.goodness_layer_ids)
+        layers = self.config.goodness_layer_ids
+        ys = self.activities(all_label_inputs(x, c), layers)
+        total = sum(goodness(ys[i], self.config.layer.goodness) for i in layers)
         return total.view(c, b).T
 
     @property
@@ -174,18 +179,21 @@ class FFMLP(nn.Module):
         cfg = self.config
         if cfg.mode == "supervised":
             # One pass from the neutral label feeds the readout and picks the hard negative labels.
-            neutral_features = self.readout_features(self.activities(self.encode(x)))
+            neutral_features = self._readout_input(self.encode(x))
             readout_loss, logits = self.readout.train_step(neutral_features, labels)
             neg_labels = self._negative_labels(torch.softmax(logits, dim=1), labels, generator)
             h_pos, h_neg = self.encode(x, labels), self.encode(x, neg_labels)
         else:
             h_pos, h_neg = x, hybrid_images(x, cfg.image_shape, cfg.hybrid_blur_steps, generator)
 
-        stats, ys_pos = {}, []
+        # Keep only what the readout reads, so memory does not grow with depth.
+        keep = set(cfg.readout_layer_ids) if cfg.mode == "unsupervised" else set()
+        stats, ys_pos = {}, {}
         for i, layer in enumerate(self.layers):
             step = layer.train_step(h_pos, h_neg)
             h_pos, h_neg = step.y_pos, step.y_neg
-            ys_pos.append(step.y_pos)
+            if i in keep:
+                ys_pos[i] = step.y_pos
             stats[f"loss_{i}"] = step.loss
             stats[f"g_pos_{i}"] = step.goodness_pos
             stats[f"g_neg_{i}"] = step.goodness_neg

@@ -226,14 +226,19 @@ class RecurrentFF(nn.Module):
         return wrong_labels_uniform(labels, self.config.num_classes, generator)
 
     @torch.no_grad()
-    def label_goodness(self, frames: torch.Tensor) -> torch.Tensor:
+    def label_goodness(self, frames: torch.Tensor, state: RecurrentState | None = None) -> torch.Tensor:
         """(B, C): goodness summed over hidden layers, averaged over the eval window of
-        iterations, with each label clamped on top in turn (paper 3.4)."""
+        iterations, with each label clamped on top in turn (paper 3.4). ``state`` (B streams)
+        starts the iterations from a stream's context instead of a bottom-up pass; it is not changed."""
         b, c = len(frames), self.config.num_classes
         lo, hi = self.config.eval_window
         x = frames.repeat(c, 1)  # label-major (C * B, D)
         labels = torch.arange(c, device=frames.device).repeat_interleave(b)
-        state, total = self.initial_state(x), torch.zeros(c * b, device=frames.device)
+        if state is None:
+            state = self.initial_state(x)
+        else:
+            state = RecurrentState([y.repeat(c, 1) for y in state.activities])
+        total = torch.zeros(c * b, device=frames.device)
         for t in range(1, hi + 1):
             state, g = self.step(x, labels, state)
             if t >= lo:

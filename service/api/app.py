@@ -1,0 +1,41 @@
+"""The FastAPI application: thin routes over Redis; training never runs in a request."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.api.routes import frames, health, model, predict, streams
+from service.keys import Keys
+from service.redis_io import async_client
+from service.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.settings = settings
+        app.state.keys = Keys(settings.key_prefix)
+        app.state.redis = async_client(settings)
+        app.state.snapshot = None  # (version, model) cache for predict
+        yield
+        await app.state.redis.aclose()
+
+    app = FastAPI(title="ffstream", version="0.1.0", lifespan=lifespan,
+                  description="Online Forward-Forward learning from streams of frames.")
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(request, exc):  # the store is unreachable: say so quickly, never a 500
+        return JSONResponse(status_code=503, content={"detail": f"redis unavailable: {exc}"},
+                            headers={"Retry-After": "1"})
+
+    for module in (frames, predict, streams, model, health):
+        app.include_router(module.router)
+    return app

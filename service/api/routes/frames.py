@@ -1,0 +1,103 @@
+"""Ingest: validate frames, append them to the Redis Stream, answer 202 once they are stored."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Request
+from pydantic import ValidationError
+
+from service.api.deps import KeysDep, RedisDep, SettingsDep
+from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn
+from service.codec import FrameDecodeError, decode_frames
+from service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["frames"])
+BINARY_TYPE = "application/x-ffs-frames"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode and validate a JSON or binary body into (frames (n, D) float32, labels (n,), seqs (n,))."""
+    if content_type.startswith(BINARY_TYPE):
+        try:
+            frames, labels, seqs = decode_frames(body)
+        except FrameDecodeError as e:
+            raise HTTPException(400, f"binary body: {e}") from e
+    elif content_type.startswith("application/json") or not content_type:
+        try:
+            parsed = FramesIn.model_validate(json.loads(body))
+        except json.JSONDecodeError as e:
+            raise HTTPException(400, f"body is not valid JSON: {e}") from e
+        except ValidationError as e:
+            raise HTTPException(422, e.errors(include_url=False, include_context=False)) from e
+        n = len(parsed.frames)
+        if n > settings.max_frames_per_request:
+            raise HTTPException(413, f"{n} frames in one request; the limit is {settings.max_frames_per_request}")
+        bad = [i for i, f in enumerate(parsed.frames) if len(f.data) != settings.input_dim]
+        if bad:
+            i = bad[0]
+            raise HTTPException(422, f"frame {i} has {len(parsed.frames[i].data)} values; "
+                                     f"the model takes exactly {settings.input_dim}")
+        frames = np.asarray([f.data for f in parsed.frames], dtype=np.float64)
+        labels = np.asarray([-1 if f.label is None else f.label for f in parsed.frames], dtype=np.int64)
+        seqs = np.asarray([-1 if f.seq is None else f.seq for f in parsed.frames], dtype=np.int64)
+    else:
+        raise HTTPException(415, f"content type {content_type!r}: send application/json or {BINARY_TYPE}")
+    n = len(frames)
+    if n > settings.max_frames_per_request:
+        raise HTTPException(413, f"{n} frames in one request; the limit is {settings.max_frames_per_request}")
+    if frames.shape[1] != settings.input_dim:
+        raise HTTPException(422, f"frames have {frames.shape[1]} values; the model takes exactly {settings.input_dim}")
+    finite = np.isfinite(frames).all(axis=1)
+    if not finite.all():
+        raise HTTPException(422, f"frame {int(np.argmin(finite))} has non-finite values (NaN or infinity)")
+    if np.abs(frames).max() > 3.4e38:
+        raise HTTPException(422, "frame values must fit in float32")
+    bad = np.nonzero((labels < -1) | (labels >= settings.num_classes))[0]
+    if len(bad):
+        raise HTTPException(422, f"frame {int(bad[0])} has label {int(labels[bad[0]])}; "
+                                 f"labels are in [0, {settings.num_classes - 1}] or null")
+    return frames.astype(np.float32), labels, seqs
+
+
+@router.post("/streams/{stream_id}/frames", status_code=202, response_model=FramesAccepted,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": FramesIn.model_json_schema()},
+                 BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
+async def post_frames(
+    request: Request,
+    settings: SettingsDep,
+    redis: RedisDep,
+    keys: KeysDep,
+    stream_id: str = Path(pattern=STREAM_ID_PATTERN, description="letters, digits, _ . : - (1-128)"),
+) -> FramesAccepted:
+    """Append frames (with optional labels) to a stream. 202 means they are stored in Redis."""
+    body = await read_body(request, settings.max_body_bytes)
+    frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
+    now = time.time()
+    pipe = redis.pipeline(transaction=True)
+    for frame, label, seq in zip(frames, labels, seqs):
+        fields = {"stream": stream_id, "data": frame.astype("<f4").tobytes(), "label": int(label),
+                  "seq": int(seq), "t": now}
+        pipe.xadd(keys.frames, fields)
+        pipe.xadd(keys.replay, fields, maxlen=settings.replay_maxlen, approximate=True)
+    pipe.hincrby(keys.stream(stream_id), "received", len(frames))
+    results = await pipe.execute()
+    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0:-1:2]]
+    return FramesAccepted(accepted=len(frames), positions=positions)

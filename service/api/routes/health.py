@@ -1,0 +1,39 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.deps import KeysDep, RedisDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(redis: RedisDep, keys: KeysDep):
+    """Redis reachable, a snapshot loaded, the wake worker's heartbeat fresh; 503 otherwise."""
+    problems = []
+    try:
+        await redis.ping()
+        if await redis.get(keys.snapshot_latest) is None:
+            problems.append("no model snapshot yet")
+        if await redis.get(keys.heartbeat("wake")) is None:
+            problems.append("wake worker heartbeat missing or stale")
+    except Exception as e:  # any failure to reach redis means not ready
+        problems.append(f"redis unreachable: {e}")
+    if problems:
+        return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
+    return {"status": "ready"}
+
+
+@router.get("/metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

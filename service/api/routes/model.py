@@ -1,0 +1,51 @@
+"""The model's status, sleep controls and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter
+
+from service.api.deps import KeysDep, RedisDep
+from service.api.schemas import Ack, ModelOut, SleepStatus
+
+router = APIRouter(prefix="/v1", tags=["model"])
+
+
+@router.get("/model", response_model=ModelOut)
+async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
+    m, s = await redis.hgetall(keys.model), await redis.hgetall(keys.sleep)
+    version = await redis.get(keys.snapshot_latest)
+    sleep = SleepStatus(paused=s.get(b"paused") == b"1", cycles=int(s.get(b"cycles", 0)),
+                        negatives_generated=int(s.get(b"negatives_generated", 0)),
+                        last_cycle_time=float(s[b"last_cycle_time"]) if b"last_cycle_time" in s else None)
+    return ModelOut(version=int(version) if version is not None else None,
+                    frames_seen=int(m.get(b"frames_seen", 0)),
+                    negatives_applied=int(m.get(b"negatives_applied", 0)),
+                    negatives_rejected_stale=int(m.get(b"negatives_rejected_stale", 0)),
+                    config=json.loads(m[b"config"]) if b"config" in m else None,
+                    device=m[b"device"].decode() if b"device" in m else None, sleep=sleep)
+
+
+@router.post("/sleep/pause", response_model=Ack)
+async def pause_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
+    await redis.hset(keys.sleep, "paused", 1)
+    return Ack(detail="sleep paused: no negative updates until resumed")
+
+
+@router.post("/sleep/resume", response_model=Ack)
+async def resume_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
+    await redis.hset(keys.sleep, "paused", 0)
+    return Ack(detail="sleep resumed")
+
+
+@router.post("/sleep/trigger", response_model=Ack, status_code=202)
+async def trigger_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
+    await redis.set(keys.sleep_trigger, 1)
+    return Ack(detail="a sleep cycle will run now (even when paused)")
+
+
+@router.post("/checkpoint", response_model=Ack, status_code=202)
+async def checkpoint(redis: RedisDep, keys: KeysDep) -> Ack:
+    await redis.set(keys.checkpoint_request, 1)
+    return Ack(detail="the wake worker will write a checkpoint after its current step")

@@ -1,0 +1,70 @@
+"""Predictions from the latest weight snapshot; never waits for training."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from ffcore.checkpoint import from_bytes
+from ffcore.state import RecurrentState
+from service.api.deps import KeysDep, RedisDep, SettingsDep
+from service.api.schemas import PredictIn, PredictOut, Prediction
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+async def latest_model(request: Request, redis, keys):
+    """The newest snapshot, loaded once per version and cached on the app."""
+    version = await redis.get(keys.snapshot_latest)
+    if version is None:
+        raise HTTPException(503, "no model snapshot yet: is the wake worker running?", headers={"Retry-After": "1"})
+    version = int(version)
+    cached = request.app.state.snapshot
+    if cached is None or cached[0] != version:
+        blob = await redis.get(keys.snapshot(version))
+        if blob is None:
+            raise HTTPException(503, "snapshot changed while loading; retry", headers={"Retry-After": "1"})
+        cached = (version, await run_in_threadpool(from_bytes, blob))
+        request.app.state.snapshot = cached
+    return cached
+
+
+def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Prediction]:
+    x = torch.from_numpy(frames)
+    if state is not None:
+        state = RecurrentState([y.repeat(len(x), 1) for y in state.activities])
+    with torch.no_grad():
+        context = state if state is not None else model.initial_state(x)
+        neutral, _ = model.step(x, None, context)
+        probs = torch.softmax(model.readout_logits(neutral), dim=1)
+        goodness = model.label_goodness(x, state)
+    # The label is the readout's: the classifier the prequential accuracy measures and the one
+    # that is useful early, before the goodness of the labels has separated.
+    return [Prediction(label=int(p.argmax()), probabilities=p.tolist(), goodness=g.tolist())
+            for p, g in zip(probs, goodness)]
+
+
+@router.post("/predict", response_model=PredictOut)
+async def predict(body: PredictIn, request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
+    """Probabilities (softmax readout) and goodness per label (averaged over iterations 3-5 with
+    each label clamped on top); the label is the most probable one."""
+    if len(body.frames) > settings.max_frames_per_request:
+        raise HTTPException(413, f"{len(body.frames)} frames; the limit is {settings.max_frames_per_request}")
+    bad = [i for i, f in enumerate(body.frames) if len(f) != settings.input_dim]
+    if bad:
+        raise HTTPException(422, f"frame {bad[0]} has {len(body.frames[bad[0]])} values; "
+                                 f"the model takes exactly {settings.input_dim}")
+    frames = np.asarray(body.frames, dtype=np.float64)
+    if not np.isfinite(frames).all() or np.abs(frames).max() > 3.4e38:
+        raise HTTPException(422, "frames must hold finite float32 values")
+    version, model = await latest_model(request, redis, keys)
+    state = None
+    if body.stream_id is not None:
+        blob = await redis.get(keys.stream_state(body.stream_id))
+        if blob is None:
+            raise HTTPException(404, f"stream {body.stream_id!r} has no recurrent state yet")
+        state = RecurrentState.from_bytes(blob)
+    predictions = await run_in_threadpool(_predict, model, frames.astype(np.float32), state)
+    return PredictOut(model_version=version, predictions=predictions)

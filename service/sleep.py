@@ -1,0 +1,120 @@
+"""The sleep worker: on a schedule, loads the latest weight snapshot, replays recent frames,
+generates negative data (wrong labels drawn from the snapshot's own predictions) and pushes the
+negative-phase update, as a compact weight delta tagged with its snapshot version, onto a Redis
+queue for the wake worker. It can be paused, to watch "sleep deprivation" in the metrics."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import numpy as np
+import torch
+
+from ffcore.delta import WeightDelta
+from service import model as model_io
+from service.keys import Keys
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+NEGATIVES_MAXLEN = 1000
+
+
+class SleepWorker:
+    def __init__(self, settings: Settings, redis, keys: Keys | None = None, seed: int = 0):
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys or Keys(settings.key_prefix)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.running = True
+        self.cycles = 0
+        self._replay_at_last_cycle = 0
+        self._newest_seen = b"0-0"  # replay entry id of the newest frame the last cycle saw
+
+    def stop(self, *_) -> None:
+        self.running = False
+
+    @property
+    def paused(self) -> bool:
+        return self.redis.hget(self.keys.sleep, "paused") == b"1"
+
+    def due(self, last_cycle: float) -> bool:
+        if self.redis.getdel(self.keys.sleep_trigger) is not None:
+            return True
+        if self.paused:
+            return False
+        if time.monotonic() - last_cycle >= self.settings.sleep_every_s:
+            return True
+        every = self.settings.sleep_every_frames
+        return bool(every) and self.redis.xlen(self.keys.replay) - self._replay_at_last_cycle >= every
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        last = 0.0
+        while self.running:
+            self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
+            self.redis.hset(self.keys.sleep, "paused_state", int(self.paused))
+            if self.due(last):
+                self.cycle()
+                last = time.monotonic()
+            else:
+                time.sleep(0.05)
+
+    def cycle(self) -> int:
+        """One sleep cycle. Returns the number of negative examples it generated (0 if none)."""
+        start = time.perf_counter()
+        snap = model_io.load_snapshot(self.redis, self.keys)
+        if snap is None:
+            return 0
+        version, model = snap
+        entries = self.redis.xrevrange(self.keys.replay, count=self.settings.sleep_sample)
+        labeled = [f for _, f in entries if int(f[b"label"]) >= 0]
+        new = sum(1 for eid, f in entries if _id(eid) > _id(self._newest_seen) and int(f[b"label"]) >= 0)
+        self._replay_at_last_cycle = self.redis.xlen(self.keys.replay)
+        if entries:
+            self._newest_seen = entries[0][0]
+        if not labeled or not new:
+            return 0
+        dim = model.config.input_dim
+        frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in labeled]))
+        labels = torch.tensor([int(f[b"label"]) for f in labeled])
+        wrong = model.negative_labels(frames, labels, self.generator)
+        state = model.initial_state(frames)
+        parts = []
+        iterations = self.settings.sleep_iterations
+        for _ in range(iterations):
+            delta, state = model.negative_delta(frames, wrong, state)
+            parts.append(delta)
+        # Concatenating factors sums the steps of all iterations. The loss is a mean over the B
+        # replayed frames; scaling by new / iterations gives the negative phase the weight of one
+        # step per frame that arrived since the last cycle, as the wake worker gives the positive.
+        scale = new / iterations
+        combined = WeightDelta([
+            (torch.cat([p.factors[i][0] for p in parts]) * scale, torch.cat([p.factors[i][1] for p in parts]))
+            for i in range(len(parts[0].factors))
+        ])
+        self.redis.xadd(self.keys.negatives, {"version": version, "delta": combined.to_bytes(), "n": len(labeled)},
+                        maxlen=NEGATIVES_MAXLEN, approximate=True)
+        self.cycles += 1
+        seconds = time.perf_counter() - start
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.sleep, "cycles", 1)
+        pipe.hincrby(self.keys.sleep, "negatives_generated", len(labeled))
+        pipe.hset(self.keys.sleep, mapping={"last_cycle_time": time.time(), "last_cycle_seconds": seconds,
+                                            "last_cycle_version": version})
+        pipe.execute()
+        log.info("sleep cycle %d: %d negatives from snapshot v%d in %.2fs", self.cycles, len(labeled), version, seconds)
+        return len(labeled)
+
+
+def _id(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+def main(settings: Settings) -> None:
+    from service.redis_io import sync_client
+
+    SleepWorker(settings, sync_client(settings)).run()

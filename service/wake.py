@@ -1,0 +1,267 @@
+"""The wake worker: owns the weights, pipelines frames through the recurrent FF net, applies a
+positive update per frame, and applies the sleep worker's negative updates between steps.
+
+Frames come from a Redis Stream through a consumer group. Each step advances every stream that
+has a pending frame by exactly one frame, so per-stream order holds while many streams share one
+tensor step. A frame is acknowledged only after its update is applied; on start the worker first
+re-reads its own pending entries (delivery is at least once: a crash between applying and
+acknowledging re-applies those frames once more after restart).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ffcore.checkpoint import load_checkpoint, save_checkpoint
+from ffcore.delta import WeightDelta
+from ffcore.goodness import layer_norm
+from ffcore.state import RecurrentState
+from service import model as model_io
+from service.keys import WAKE_GROUP, Keys
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+CONSUMER = "wake-0"
+
+
+class WakeError(RuntimeError):
+    """The wake worker cannot go on."""
+
+
+class StreamTable:
+    """Per-stream recurrent state on the device: one row of a RecurrentState per stream."""
+
+    def __init__(self):
+        self.rows: OrderedDict[str, int] = OrderedDict()
+        self.state: RecurrentState | None = None
+        self.last_seen: dict[str, float] = {}
+        self.hits: dict[str, deque] = {}
+
+    def ensure(self, model, ids: list[str], frames: torch.Tensor, window: int) -> torch.Tensor:
+        """Row indices for ``ids``; new streams start from one bottom-up pass of their first frame."""
+        new = [i for i, s in enumerate(ids) if s not in self.rows]
+        if new:
+            init = model.initial_state(frames[new])
+            self.state = init if self.state is None else RecurrentState.cat([self.state, init])
+            for i in new:
+                self.rows[ids[i]] = len(self.rows)
+                self.hits[ids[i]] = deque(maxlen=window)
+        now = time.monotonic()
+        for s in ids:
+            self.last_seen[s] = now
+        return torch.tensor([self.rows[s] for s in ids], dtype=torch.long, device=frames.device)
+
+    def evict_idle(self, idle_s: float) -> list[str]:
+        now = time.monotonic()
+        gone = [s for s, t in self.last_seen.items() if now - t > idle_s]
+        if gone:
+            self.state = self.state.drop([self.rows[s] for s in gone])
+            for s in gone:
+                del self.last_seen[s], self.hits[s], self.rows[s]
+            self.rows = OrderedDict((s, i) for i, s in enumerate(self.rows))
+        return gone
+
+
+class WakeWorker:
+    def __init__(self, settings: Settings, redis, keys: Keys | None = None):
+        self.settings = settings
+        self.redis = redis
+        self.keys = keys or Keys(settings.key_prefix)
+        self.device = model_io.resolve_device(settings.device)
+        self.model = model_io.build(settings).to(self.device)
+        self.version = 0
+        self.frames_seen = 0
+        self.streams = StreamTable()
+        self.negatives_cursor = "0-0"
+        self.counters = {"steps": 0, "frames_applied": 0, "negatives_applied": 0, "negatives_rejected_stale": 0,
+                         "negatives_rejected_invalid": 0}
+        self._frames_since_snapshot = 0
+        self._last_snapshot = 0.0
+        self._last_checkpoint = time.monotonic()
+        self.running = True
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.settings.checkpoint_dir) / "wake"
+
+    def resume(self) -> None:
+        """Continue from the last checkpoint on disk, if there is one."""
+        meta_path = self.checkpoint_dir / "progress.json"
+        if not meta_path.is_file():
+            return
+        progress = json.loads(meta_path.read_text())
+        self.model = load_checkpoint(self.checkpoint_dir / "model", self.device)
+        self.version = int(progress["version"])
+        self.frames_seen = int(progress["frames_seen"])
+        self.negatives_cursor = progress.get("negatives_cursor", "0-0")
+        log.info("resumed from %s at version %d, %d frames seen", self.checkpoint_dir, self.version, self.frames_seen)
+
+    def checkpoint(self) -> None:
+        """Weights (safetensors + JSON) and progress, written atomically enough: model then progress."""
+        save_checkpoint(self.model, self.checkpoint_dir / "model")
+        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor}
+        tmp = self.checkpoint_dir / "progress.json.tmp"
+        tmp.write_text(json.dumps(progress))
+        tmp.replace(self.checkpoint_dir / "progress.json")
+        self._last_checkpoint = time.monotonic()
+        self.redis.hset(self.keys.model, mapping={"checkpoint_time": time.time()})
+        log.info("checkpoint written at version %d", self.version)
+
+    def setup(self) -> None:
+        self.resume()
+        try:
+            self.redis.xgroup_create(self.keys.frames, WAKE_GROUP, id="0", mkstream=True)
+        except Exception as e:  # BUSYGROUP: the group exists already, which is what we want
+            if "BUSYGROUP" not in str(e):
+                raise WakeError(f"cannot create consumer group on {self.keys.frames}: {e}") from e
+        config = json.dumps(self.model.config.to_dict())
+        self.redis.hset(self.keys.model, mapping={"config": config, "device": str(self.device)})
+        self.publish()
+
+    def stop(self, *_) -> None:
+        self.running = False
+
+    # ---- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.setup()
+        # First re-read what this consumer was given but never acknowledged (a crash mid-batch).
+        self.poll(pending=True)
+        while self.running:
+            self.poll(pending=False)
+        self.checkpoint()
+
+    def poll(self, pending: bool) -> int:
+        """One round: negatives, then frames (pending or new), then housekeeping. Returns frames applied."""
+        self.apply_negatives()
+        block = None if pending else self.settings.wake_block_ms
+        reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: "0" if pending else ">"},
+                                      count=self.settings.wake_read_count, block=block)
+        entries = reply[0][1] if reply else []
+        entries = [(eid, fields) for eid, fields in entries if fields]  # acknowledged-then-trimmed entries are empty
+        applied = self.process(entries) if entries else 0
+        self.housekeeping()
+        return applied
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        self.redis.set(self.keys.heartbeat("wake"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
+        if (self._frames_since_snapshot >= self.settings.snapshot_every_frames
+                or (self._frames_since_snapshot and now - self._last_snapshot >= self.settings.snapshot_every_s)):
+            self.publish()
+        if self.redis.getdel(self.keys.checkpoint_request) is not None or \
+                now - self._last_checkpoint >= self.settings.checkpoint_every_s:
+            self.checkpoint()
+        gone = self.streams.evict_idle(self.settings.stream_idle_s)
+        if gone:
+            log.info("evicted %d idle streams", len(gone))
+
+    # ---- positive phase ------------------------------------------------------------------
+    def process(self, entries: list) -> int:
+        """Apply a batch of frame entries: step k advances every stream that has a k-th frame."""
+        per_stream: OrderedDict[str, list] = OrderedDict()
+        for eid, fields in entries:
+            per_stream.setdefault(fields[b"stream"].decode(), []).append((eid, fields))
+        depth = max(len(v) for v in per_stream.values())
+        stats = {}
+        for k in range(depth):
+            batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
+            stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch])
+        pipe = self.redis.pipeline(transaction=False)
+        for s, items in per_stream.items():
+            pipe.hincrby(self.keys.stream(s), "applied", len(items))
+            hits = self.streams.hits.get(s)
+            if hits:
+                pipe.hset(self.keys.stream(s), "accuracy", sum(hits) / len(hits))
+        pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
+        pipe.xack(self.keys.frames, WAKE_GROUP, *[eid for eid, _ in entries])
+        pipe.execute()
+        return len(entries)
+
+    def step(self, ids: list[str], fields: list[dict]) -> dict:
+        """One damped synchronous iteration for these streams, each advanced by one frame, with
+        a prediction made before learning and a positive update for the labeled frames."""
+        dim = self.model.config.input_dim
+        frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in fields])).to(self.device)
+        labels = torch.tensor([int(f[b"label"]) for f in fields], device=self.device)
+        rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window)
+        state = self.streams.state.index(rows)
+        labeled = labels >= 0
+        # Prequential: predict each labeled frame from the stream's context before learning from it.
+        neutral, _ = self.model.step(frames, None, state)
+        features = torch.cat([layer_norm(y, self.model.config.layer.goodness) for y in neutral.activities], dim=1)
+        predicted = self.model.readout(features).argmax(dim=1)
+        new_state = neutral
+        stats = {}
+        if labeled.any():
+            idx = labeled.nonzero().squeeze(1)
+            for i in idx.tolist():
+                self.streams.hits[ids[i]].append(int(predicted[i] == labels[i]))
+            self.model.readout.train_step(features[idx], labels[idx])
+            learned, stats = self.model.positive_update(frames[idx], labels[idx], state.index(idx))
+            new_state.scatter(idx, learned)
+        self.streams.state.scatter(rows, new_state)
+        self.frames_seen += len(ids)
+        self._frames_since_snapshot += len(ids)
+        self.counters["steps"] += 1
+        self.counters["frames_applied"] += len(ids)
+        return {k: v for k, v in stats.items() if k.startswith("g_pos")}
+
+    # ---- negative phase (from the sleep worker) -------------------------------------------
+    def apply_negatives(self) -> int:
+        reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
+        applied = 0
+        for eid, fields in (reply[0][1] if reply else []):
+            self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
+            version = int(fields[b"version"])
+            if self.version - version > self.settings.max_delta_staleness:
+                self.counters["negatives_rejected_stale"] += 1
+                self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
+                continue
+            try:
+                delta = WeightDelta.from_bytes(fields[b"delta"])
+                if not delta.is_finite():
+                    raise ValueError("non-finite values")
+                self.model.apply_delta(WeightDelta([(a.to(self.device), b.to(self.device)) for a, b in delta.factors]))
+            except ValueError as e:
+                log.warning("refused negative update %s: %s", self.negatives_cursor, e)
+                self.counters["negatives_rejected_invalid"] += 1
+                self.redis.hincrby(self.keys.model, "negatives_rejected_invalid", 1)
+                continue
+            applied += 1
+            self.counters["negatives_applied"] += 1
+            self.redis.hincrby(self.keys.model, "negatives_applied", 1)
+        return applied
+
+    # ---- snapshots -----------------------------------------------------------------------
+    def publish(self) -> None:
+        self.version += 1
+        model_io.publish_snapshot(self.redis, self.keys, self.model, self.version, self.settings.snapshots_kept)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.model, mapping={"version": self.version, "frames_seen": self.frames_seen,
+                                            "snapshot_time": time.time()})
+        if self.streams.state is not None:  # predict may use a stream's context: publish it with the weights
+            for s, row in self.streams.rows.items():
+                pipe.set(self.keys.stream_state(s), self.streams.state.index([row]).to_bytes(),
+                         ex=int(self.settings.stream_idle_s) + 60)
+        pipe.execute()
+        self._frames_since_snapshot = 0
+        self._last_snapshot = time.monotonic()
+
+
+def main(settings: Settings) -> None:
+    from service.redis_io import sync_client
+
+    worker = WakeWorker(settings, sync_client(settings))
+    log.info("wake worker on %s", worker.device)
+    worker.run()

@@ -1,0 +1,160 @@
+"""The HTTP API against a real redis-server (requests go through the real ASGI app)."""
+
+import math
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.codec import encode_frames
+from service.keys import WAKE_GROUP
+from service.wake import WakeWorker
+from service.redis_io import sync_client
+
+BINARY = {"content-type": "application/x-ffs-frames"}
+
+
+@pytest.fixture
+def client(settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _frame(settings, value=0.5, label=None):
+    return {"data": [value] * settings.input_dim, "label": label}
+
+
+def test_json_frames_are_stored_in_order_and_answered_202(client, settings, sync_redis):
+    r = client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings, 0.1, 3), _frame(settings, 0.2)]})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["accepted"] == 2 and len(body["positions"]) == 2
+    entries = sync_redis.xrange(f"{settings.key_prefix}:frames:0")
+    assert [e[0].decode() for e in entries] == body["positions"]
+    first = entries[0][1]
+    assert first[b"stream"] == b"cam-1" and first[b"label"] == b"3" and first[b"seq"] == b"-1"
+    assert np.allclose(np.frombuffer(first[b"data"], "<f4"), 0.1)
+    stream = client.get("/v1/streams/cam-1").json()
+    assert stream["frames_received"] == 2 and stream["frames_applied"] == 0 and stream["lag"] == 2
+
+
+def test_binary_frames(client, settings):
+    x = np.random.default_rng(0).random((4, settings.input_dim), dtype=np.float32)
+    r = client.post("/v1/streams/s/frames", content=encode_frames(x, [0, 1, None, 9]), headers=BINARY)
+    assert r.status_code == 202 and r.json()["accepted"] == 4
+
+
+@pytest.mark.parametrize("payload,status,message", [
+    ({"frames": [{"data": [0.5] * 3}]}, 422, "frame 0 has 3 values; the model takes exactly 196"),
+    ({"frames": [{"data": [0.5] * 196, "label": 10}]}, 422, "frame 0 has label 10; labels are in [0, 9] or null"),
+    ({"frames": [{"data": [0.5] * 196, "label": -3}]}, 422, "label -3"),
+    ({"frames": []}, 422, "at least 1 item"),
+    ({"frames": [{"data": ["x"] * 196}]}, 422, "valid number"),
+    ({"nothing": 1}, 422, "Field required"),
+])
+def test_json_validation_errors_are_precise(client, payload, status, message):
+    r = client.post("/v1/streams/s/frames", json=payload)
+    assert r.status_code == status
+    assert message in str(r.json()["detail"])
+
+
+def test_non_finite_values_are_refused(client, settings):
+    data = "[" + ",".join(["0.5"] * (settings.input_dim - 1) + ["NaN"]) + "]"
+    r = client.post("/v1/streams/s/frames", content='{"frames": [{"data": %s}]}' % data,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "frame 0 has non-finite values" in r.json()["detail"]
+    x = np.zeros((2, settings.input_dim), np.float32)
+    x[1, 5] = math.inf
+    r = client.post("/v1/streams/s/frames", content=encode_frames(x), headers=BINARY)
+    assert r.status_code == 422 and "frame 1 has non-finite values" in r.json()["detail"]
+
+
+def test_size_limits(client, settings):
+    too_many = {"frames": [_frame(settings)] * (settings.max_frames_per_request + 1)}
+    r = client.post("/v1/streams/s/frames", json=too_many)
+    assert r.status_code == 413 and "65 frames in one request; the limit is 64" in r.json()["detail"]
+    big = encode_frames(np.zeros((300, settings.input_dim), np.float32))
+    r = client.post("/v1/streams/s/frames", content=big, headers=BINARY)
+    assert r.status_code == 413 and "exceeds the limit of 200000 bytes" in r.json()["detail"]
+
+
+def test_bad_binary_body_and_content_type(client, settings):
+    body = encode_frames(np.zeros((2, settings.input_dim), np.float32))
+    r = client.post("/v1/streams/s/frames", content=body[:-3], headers=BINARY)
+    assert r.status_code == 400 and "binary body" in r.json()["detail"] and "need" in r.json()["detail"]
+    r = client.post("/v1/streams/s/frames", content=b"abc", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = client.post("/v1/streams/s/frames", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+
+
+def test_bad_stream_id_is_refused(client, settings):
+    r = client.post("/v1/streams/bad id!/frames", json={"frames": [_frame(settings)]})
+    assert r.status_code == 422 and "should match pattern" in str(r.json()["detail"])
+    assert client.get("/v1/streams/" + "x" * 200).status_code == 422
+    assert client.get("/v1/streams/never-posted").status_code == 404
+
+
+def test_predict_readiness_and_model_status(client, settings):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 503 and "no model snapshot yet" in r.json()["problems"]
+    assert client.post("/v1/predict", json={"frames": [[0.5] * settings.input_dim]}).status_code == 503
+    worker = WakeWorker(settings, sync_client(settings))
+    worker.setup()  # publishes snapshot 1
+    worker.housekeeping()  # heartbeat
+    assert client.get("/readyz").status_code == 200
+    r = client.post("/v1/predict", json={"frames": [[0.5] * settings.input_dim] * 2})
+    assert r.status_code == 200
+    out = r.json()
+    assert out["model_version"] == 1 and len(out["predictions"]) == 2
+    p = out["predictions"][0]
+    assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-5 and len(p["goodness"]) == 10
+    assert p["label"] == int(np.argmax(p["probabilities"]))
+    assert client.post("/v1/predict", json={"frames": [[0.5] * 3]}).status_code == 422
+    assert client.post("/v1/predict", json={"frames": [[0.5] * 196], "stream_id": "none"}).status_code == 404
+    model = client.get("/v1/model").json()
+    assert model["version"] == 1 and model["config"]["widths"] == [32, 32] and model["sleep"]["paused"] is False
+    assert client.post("/v1/sleep/pause").status_code == 200
+    assert client.get("/v1/model").json()["sleep"]["paused"] is True
+    assert client.post("/v1/sleep/resume").status_code == 200
+    assert client.post("/v1/sleep/trigger").status_code == 202
+    assert client.post("/v1/checkpoint").status_code == 202
+    assert "python_info" in client.get("/metrics").text
+
+
+def test_redis_down_answers_503_quickly(settings):
+    from service.settings import Settings
+
+    dead = Settings(**{**settings.model_dump(), "redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(dead)) as c:
+        r = c.post("/v1/streams/s/frames", json={"frames": [{"data": [0.5] * 196}]})
+        assert r.status_code == 503 and "redis unavailable" in r.json()["detail"]
+        assert r.headers["retry-after"] == "1"
+        assert c.get("/readyz").status_code == 503
+
+
+def test_no_pickle_in_any_redis_payload(client, settings, sync_redis):
+    client.post("/v1/streams/s/frames", json={"frames": [_frame(settings, 0.3, 1)] * 5})
+    worker = WakeWorker(settings, sync_client(settings))
+    worker.setup()
+    worker.poll(pending=False)
+    worker.publish()
+    from service.sleep import SleepWorker
+
+    assert SleepWorker(settings, sync_client(settings)).cycle() == 5
+    values = []
+    for key in sync_redis.scan_iter(f"{settings.key_prefix}:*"):
+        kind = sync_redis.type(key)
+        if kind == b"string":
+            values.append(sync_redis.get(key))
+        elif kind == b"hash":
+            values.extend(sync_redis.hgetall(key).values())
+        elif kind == b"stream":
+            values.extend(v for _, fields in sync_redis.xrange(key) for v in fields.values())
+    assert len(values) > 10
+    for v in values:
+        assert not v.startswith(b"\x80"), "a pickle protocol header in Redis"
+        assert b"torch._utils" not in v and b"cnumpy" not in v
+    assert sync_redis.xinfo_groups(f"{settings.key_prefix}:frames:0")[0]["name"].decode() == WAKE_GROUP

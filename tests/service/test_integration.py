@@ -1,0 +1,77 @@
+"""The real system end to end: `ffstream up` (a private redis-server, the API under uvicorn, the
+wake and sleep workers as separate processes), driven over HTTP on loopback."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.codec import encode_frames
+from service.demo import synthetic_video, wait_ready
+from service.embedded import free_port
+
+
+@pytest.fixture
+def system(tmp_path):
+    port = free_port()
+    env = {**os.environ, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(tmp_path), "FFS_WIDTHS": "[64, 64]",
+           "FFS_SLEEP_EVERY_S": "0.5", "FFS_SNAPSHOT_EVERY_FRAMES": "100", "FFS_DEVICE": "cpu",
+           "OMP_NUM_THREADS": "1"}
+    env.pop("FFS_REDIS_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=Path(__file__).parents[2],
+                            stderr=subprocess.PIPE, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    if not wait_ready(client, 90):
+        proc.kill()
+        pytest.fail(f"ffstream up did not become ready in 90 s: {proc.stderr.read()[-2000:]}")
+    yield client, proc, tmp_path
+    client.close()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _wait(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_posted_frames_are_learned_online_by_the_real_system(system):
+    client, proc, checkpoint_dir = system
+    start_version = client.get("/v1/model").json()["version"]
+    streams = 3
+    videos = [synthetic_video(400, seed=10 + s) for s in range(streams)]
+    for begin in range(0, 400, 20):
+        for s, (x, y) in enumerate(videos):
+            body = encode_frames(x[begin : begin + 20], y[begin : begin + 20].tolist())
+            r = client.post(f"/v1/streams/v{s}/frames", content=body,
+                            headers={"content-type": "application/x-ffs-frames"})
+            assert r.status_code == 202, r.text
+    assert _wait(lambda: all(client.get(f"/v1/streams/v{s}").json()["lag"] == 0 for s in range(streams)))
+    assert _wait(lambda: client.get("/v1/model").json()["negatives_applied"] > 0)
+    model = client.get("/v1/model").json()
+    assert model["frames_seen"] == 1200 and model["version"] > start_version
+    assert model["sleep"]["cycles"] > 0 and model["sleep"]["negatives_generated"] > 0
+    stream = client.get("/v1/streams/v0").json()
+    assert stream["frames_applied"] == 400 and stream["rolling_accuracy"] > 0.3
+    x_test, y_test = synthetic_video(200, seed=999)
+    r = client.post("/v1/predict", json={"frames": x_test.tolist()})
+    assert r.status_code == 200
+    accuracy = np.mean([p["label"] == y for p, y in zip(r.json()["predictions"], y_test)])
+    assert accuracy > 0.5, f"held-out accuracy {accuracy:.2f} (chance 0.10)"
+    r = client.post("/v1/predict", json={"frames": x_test[:2].tolist(), "stream_id": "v0"})
+    assert r.status_code == 200
+    # SIGTERM stops everything cleanly; the wake worker checkpoints on the way out
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    assert (checkpoint_dir / "wake" / "progress.json").is_file()

@@ -1,0 +1,26 @@
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+def test_defaults_are_valid_and_env_prefixed(monkeypatch):
+    monkeypatch.setenv("FFS_WIDTHS", "[64, 32]")
+    monkeypatch.setenv("FFS_PORT", "9001")
+    s = Settings()
+    assert s.widths == [64, 32] and s.port == 9001 and s.redis_url is None
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"widths": []}, "widths must be positive"),
+    ({"widths": [0]}, "widths must be positive"),
+    ({"port": 70000}, "less than or equal to 65535"),
+    ({"damping": 1.0}, "less than 1"),
+    ({"redis_socket_timeout_s": 0.1, "wake_block_ms": 200}, "must exceed wake_block_ms"),
+    ({"redis_url": "http://x"}, "redis_url must start with"),
+    ({"key_prefix": "bad prefix!"}, "should match pattern"),
+    ({"unknown_option": 1}, "Extra inputs are not permitted"),
+])
+def test_settings_refuse_invalid_values(changes, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(**changes)

@@ -1,0 +1,132 @@
+"""Wake and sleep workers against a real redis-server, driven one poll at a time."""
+
+import numpy as np
+import pytest
+import torch
+
+from ffcore.delta import WeightDelta
+from service.keys import Keys
+from service.redis_io import sync_client
+from service.sleep import SleepWorker
+from service.wake import WakeWorker
+
+
+def _post(redis, keys, stream, value, label=-1, seq=-1):
+    data = np.full(196, value, "<f4").tobytes()
+    fields = {"stream": stream, "data": data, "label": label, "seq": seq, "t": 0}
+    redis.xadd(keys.frames, fields)
+    redis.xadd(keys.replay, fields)
+    redis.hincrby(keys.stream(stream), "received", 1)
+
+
+class RecordingWake(WakeWorker):
+    """Records every step (ours to instrument: the worker's own method)."""
+
+    def __init__(self, *a, fail_at_step=None, **k):
+        super().__init__(*a, **k)
+        self.calls, self.fail_at_step = [], fail_at_step
+
+    def step(self, ids, fields):
+        if self.fail_at_step is not None and len(self.calls) == self.fail_at_step:
+            raise RuntimeError("crash in the middle of a batch")
+        self.calls.append([(s, int(f[b"seq"])) for s, f in zip(ids, fields)])
+        return super().step(ids, fields)
+
+
+def test_interleaved_streams_keep_their_order_and_share_steps(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(4):
+        for stream in ("a", "b", "c"):
+            if not (stream == "c" and seq > 1):
+                _post(sync_redis, keys, stream, 0.1 * seq, label=seq % 10, seq=seq)
+    worker = RecordingWake(settings, sync_client(settings))
+    worker.setup()
+    assert worker.poll(pending=False) == 10
+    # step k advances every stream that has a k-th frame, by exactly that one frame
+    assert worker.calls[0] == [("a", 0), ("b", 0), ("c", 0)]
+    assert worker.calls[2] == [("a", 2), ("b", 2)]
+    for stream in ("a", "b", "c"):
+        seqs = [seq for call in worker.calls for s, seq in call if s == stream]
+        assert seqs == sorted(seqs) and len(seqs) == (2 if stream == "c" else 4)
+    assert all(len({s for s, _ in call}) == len(call) for call in worker.calls)
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"4"
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
+
+
+def test_frames_are_acked_only_after_being_applied(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(3):
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    crashing = RecordingWake(settings, sync_client(settings), fail_at_step=1)
+    crashing.setup()
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.poll(pending=False)
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 3  # nothing acknowledged
+    assert sync_redis.hget(keys.stream("a"), "applied") is None
+    restarted = RecordingWake(settings, sync_client(settings))
+    restarted.setup()
+    assert restarted.poll(pending=True) == 3  # re-reads its pending entries first
+    assert [c[0][1] for c in restarted.calls] == [0, 1, 2]
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"3"
+
+
+def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(8):
+        _post(sync_redis, keys, "a", 0.1 + 0.05 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll(pending=False)
+    sleep = SleepWorker(settings, sync_client(settings))
+    before = [p.detach().clone() for p in wake.model.parameters()]
+    assert sleep.cycle() == 8
+    assert wake.apply_negatives() == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
+    assert wake.counters["negatives_applied"] == 1
+    # a delta computed from a snapshot that is too old is refused, and counted
+    for _ in range(settings.max_delta_staleness + 1):
+        wake.publish()
+    sync_redis.xadd(keys.negatives, {"version": 1, "delta": WeightDelta([]).to_bytes(), "n": 0})
+    assert wake.apply_negatives() == 0
+    assert wake.counters["negatives_rejected_stale"] == 1
+    assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
+
+
+def test_non_finite_negative_updates_are_refused(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    bad = WeightDelta([(torch.full((1, 32), float("nan")), torch.ones(1, 196 + 32)),
+                       (torch.ones(1, 32), torch.ones(1, 42))])
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": bad.to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": b"not safetensors", "n": 1})
+    assert wake.apply_negatives() == 0
+    assert wake.counters["negatives_rejected_invalid"] == 2
+    assert all(torch.isfinite(p).all() for p in wake.model.parameters())
+
+
+def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    sleep = SleepWorker(settings, sync_client(settings))
+    sync_redis.hset(keys.sleep, "paused", 1)
+    assert not sleep.due(last_cycle=0.0)
+    sync_redis.set(keys.sleep_trigger, 1)
+    assert sleep.due(last_cycle=0.0)
+    sync_redis.hset(keys.sleep, "paused", 0)
+    assert sleep.due(last_cycle=0.0)
+
+
+def test_checkpoint_and_resume(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(5):
+        _post(sync_redis, keys, "a", 0.3, label=2, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll(pending=False)
+    wake.checkpoint()
+    resumed = WakeWorker(settings, sync_client(settings))
+    resumed.resume()
+    assert resumed.frames_seen == 5 and resumed.version == wake.version
+    for a, b in zip(wake.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
