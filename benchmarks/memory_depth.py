@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,6 @@ from pathlib import Path
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -84,7 +83,10 @@ def main() -> None:
         for algo in ("ff", "bp"):
             cmd = [sys.executable, __file__, "--worker", algo, str(depth), "--width", str(args.width),
                    "--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            # Large blocks straight from mmap, returned to the OS when freed, so that peak RSS
+            # counts live tensors rather than what the allocator keeps cached.
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{algo:2s} depth {depth:3d}: params {r['parameters']:>11,}  built {r['model_mb']:7.0f} MiB"

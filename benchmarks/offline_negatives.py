@@ -33,6 +33,9 @@ from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from ffcore.train import predict_all
 
 
+CONDITIONS = ("interleaved", "wake-then-sleep", "control")
+
+
 def _readout_step(model: RecurrentFF, x, y) -> None:
     from ffcore.goodness import layer_norm
 
@@ -117,6 +120,7 @@ def main() -> None:
     ap.add_argument("--chunk-batches", type=int, default=10, help="batches per wake/sleep cycle in (b)")
     ap.add_argument("--eval-points", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     ap.add_argument("--out", type=Path, default=Path("runs/offline_negatives"))
     args = ap.parse_args()
 
@@ -128,7 +132,7 @@ def main() -> None:
                              iterations=args.iterations, eval_window=(min(3, args.iterations), min(5, args.iterations)),
                              layer=layer)
     results = {}
-    for condition in ("interleaved", "wake-then-sleep", "control"):
+    for condition in args.conditions:
         results[condition] = run(condition, data, config, epochs=args.epochs, batch_size=args.batch_size,
                                  chunk_batches=args.chunk_batches, eval_points=args.eval_points, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -189,8 +189,22 @@ def compare(
         table.add_row(r["preset"], r["kind"], str(r["epochs"]), f"{100 * res['error']:.2f}% ({method})",
                       f"{res['macro_f1']:.4f}", f"{r['wall_seconds']:.0f}", f"{r['train_samples_per_second']:.0f}",
                       f"{r['peak_rss_mb']:.0f}", f"{r['parameters']:,}")
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     (out / "compare.json").write_text(json.dumps(reports, indent=2))
+    (out / "compare.md").write_text(compare_markdown(reports))
+    console.print(f"wrote {out / 'compare.json'} and {out / 'compare.md'}")
+
+
+def compare_markdown(reports: list[dict]) -> str:
+    """The side-by-side table as Markdown, every prediction method of every model."""
+    lines = ["| preset | model | epochs | method | test error | macro F1 | wall s | train samples/s | peak RSS MiB | parameters |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in reports:
+        for method, res in r["test"].items():
+            lines.append(f"| {r['preset']} | {r['kind']} | {r['epochs']} | {method} | {100 * res['error']:.2f}% | "
+                         f"{res['macro_f1']:.4f} | {r['wall_seconds']:.0f} | {r['train_samples_per_second']:.0f} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['parameters']:,} |")
+    return "\n".join(lines) + "\n"
 
 
 @data_app.command("fetch")

@@ -215,10 +215,17 @@ class RecurrentFF(nn.Module):
         return self.readout(torch.cat([layer_norm(y, kind) for y in state.activities], dim=1))
 
     @torch.no_grad()
+    def bottom_up_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, sum of widths): the normalized hidden activities of one bottom-up pass, the
+        readout's input."""
+        kind = self.config.layer.goodness
+        return torch.cat([layer_norm(y, kind) for y in self.initial_state(frames).activities], dim=1)
+
+    @torch.no_grad()
     def predict_fast(self, frames: torch.Tensor) -> torch.Tensor:
         """Single-pass class probabilities (S, C): one bottom-up pass and the linear readout.
         The cheap estimate for large label sets, and the source of hard negative labels."""
-        return torch.softmax(self.readout_logits(self.initial_state(frames)), dim=1)
+        return torch.softmax(self.readout(self.bottom_up_features(frames)), dim=1)
 
     def negative_labels(self, frames: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         if self.config.negatives == "hard":
@@ -264,8 +271,8 @@ class RecurrentFF(nn.Module):
         """K damped iterations on a batch of static images with interleaved positive and negative
         updates at every iteration; the readout learns from the bottom-up pass."""
         init = self.initial_state(frames)
-        readout_loss, _ = self.readout.train_step(
-            torch.cat([layer_norm(y, self.config.layer.goodness) for y in init.activities], dim=1), labels)
+        features = torch.cat([layer_norm(y, self.config.layer.goodness) for y in init.activities], dim=1)
+        readout_loss, _ = self.readout.train_step(features, labels)
         neg_labels = self.negative_labels(frames, labels, generator) if negatives else None
         pos_state, neg_state = init, init.clone()
         stats: dict[str, float] = {}

@@ -32,7 +32,7 @@ def _settings():
         raise typer.Exit(2) from None
 
 
-def _logging(level: str = "INFO") -> None:
+def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
 
 
@@ -44,7 +44,7 @@ def api():
     from service.api.app import create_app
 
     settings = _settings()
-    _logging()
+    _logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
@@ -53,8 +53,9 @@ def wake():
     """Run the wake worker (positive phase; owns the weights)."""
     from service.wake import main
 
-    _logging()
-    main(_settings())
+    settings = _settings()
+    _logging(settings.log_level)
+    main(settings)
 
 
 @app.command()
@@ -62,28 +63,41 @@ def sleep():
     """Run the sleep worker (negative phase, on a schedule)."""
     from service.sleep import main
 
-    _logging()
-    main(_settings())
+    settings = _settings()
+    _logging(settings.log_level)
+    main(settings)
+
+
+def _die_with_parent() -> None:
+    """In a child: ask Linux to SIGTERM this process when its parent dies (even by SIGKILL),
+    so a killed `ffstream up` never leaves orphaned workers behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class System:
     """The embedded system: a private redis-server (unless FFS_REDIS_URL is set) and the three
     roles as child processes. Stopping it stops them all, wake last so it can checkpoint."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, env: dict | None = None):
         self.settings = settings
+        self.extra_env = env or {}
         self.redis = None
         self.children: dict[str, subprocess.Popen] = {}
 
     def start(self) -> "System":
         from service.embedded import EmbeddedRedis
 
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra_env}
         if self.settings.redis_url is None:
             self.redis = EmbeddedRedis(Path(self.settings.checkpoint_dir) / "redis").start()
             env["FFS_REDIS_URL"] = self.redis.url
         for role in ROLES:
-            self.children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env)
+            self.children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env,
+                                                   preexec_fn=_die_with_parent)
         return self
 
     def failed(self) -> str | None:
@@ -111,7 +125,7 @@ def up():
     """Start everything: a private redis-server when FFS_REDIS_URL is unset, then api, wake, sleep.
     Ctrl-C or SIGTERM stops them all cleanly."""
     settings = _settings()
-    _logging()
+    _logging(settings.log_level)
     stopping = False
 
     def on_signal(*_):

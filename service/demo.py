@@ -55,7 +55,7 @@ def run_demo(settings: Settings, *, streams: int, total_frames: int, console: Co
         from service.cli import System
 
         console.print("no ffstream answering: starting the embedded system")
-        system = System(settings).start()
+        system = System(settings, env={"FFS_LOG_LEVEL": "WARNING"}).start()
         if not wait_ready(client, 120):
             console.print(f"[bold red]error:[/] the system did not become ready: {system.failed() or 'timeout'}")
             system.stop()
@@ -82,13 +82,17 @@ def _stream(client: httpx.Client, streams: int, total: int, console: Console, ba
                 r = client.post(f"/v1/streams/video-{s}/frames", content=body, headers=headers)
                 r.raise_for_status()
                 progress.advance(task, r.json()["accepted"])
-            if (start // SCENE) % 10 == 0:
+            # A live camera does not outrun the learner: wait while more than a few scenes queue up.
+            while True:
                 stats = [client.get(f"/v1/streams/video-{s}").json() for s in range(streams)]
                 accs = [st["rolling_accuracy"] for st in stats if st["rolling_accuracy"] is not None]
                 lag = sum(st["lag"] for st in stats)
                 accuracy = sum(accs) / len(accs) if accs else None
                 acc_text = f"{100 * accuracy:.1f}%" if accuracy is not None else "-"
                 progress.update(task, info=f"prequential accuracy {acc_text}  lag {lag} frames")
+                if lag <= 4 * SCENE * streams:
+                    break
+                time.sleep(0.05)
     # let the wake worker catch up, then test on frames it has never seen
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and sum(client.get(f"/v1/streams/video-{s}").json()["lag"] for s in range(streams)):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import importlib.util
 import shutil
+import signal
 import socket
+import sys
 import subprocess
 import tempfile
 import time
@@ -14,6 +16,14 @@ from pathlib import Path
 import redis
 
 log = logging.getLogger(__name__)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM redis-server when the process that started it dies, however it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -54,7 +64,8 @@ class EmbeddedRedis:
         cmd = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
                "--protected-mode", "yes"]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        preexec_fn=_die_with_parent)
         client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

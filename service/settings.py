@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(10.0, gt=0, description="must exceed every blocking read below")
     key_prefix: str = Field("ffs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
     # --- HTTP API ---
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

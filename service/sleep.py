@@ -65,10 +65,6 @@ class SleepWorker:
     def cycle(self) -> int:
         """One sleep cycle. Returns the number of negative examples it generated (0 if none)."""
         start = time.perf_counter()
-        snap = model_io.load_snapshot(self.redis, self.keys)
-        if snap is None:
-            return 0
-        version, model = snap
         entries = self.redis.xrevrange(self.keys.replay, count=self.settings.sleep_sample)
         labeled = [f for _, f in entries if int(f[b"label"]) >= 0]
         new = sum(1 for eid, f in entries if _id(eid) > _id(self._newest_seen) and int(f[b"label"]) >= 0)
@@ -76,7 +72,11 @@ class SleepWorker:
         if entries:
             self._newest_seen = entries[0][0]
         if not labeled or not new:
+            return 0  # nothing new to dream about: skip loading the snapshot
+        snap = model_io.load_snapshot(self.redis, self.keys)
+        if snap is None:
             return 0
+        version, model = snap
         dim = model.config.input_dim
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in labeled]))
         labels = torch.tensor([int(f[b"label"]) for f in labeled])

@@ -22,7 +22,6 @@ import torch
 
 from ffcore.checkpoint import load_checkpoint, save_checkpoint
 from ffcore.delta import WeightDelta
-from ffcore.goodness import layer_norm
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
@@ -197,11 +196,12 @@ class WakeWorker:
         rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window)
         state = self.streams.state.index(rows)
         labeled = labels >= 0
-        # Prequential: predict each labeled frame from the stream's context before learning from it.
-        neutral, _ = self.model.step(frames, None, state)
-        features = torch.cat([layer_norm(y, self.model.config.layer.goodness) for y in neutral.activities], dim=1)
+        # Prequential: predict each labeled frame before learning from it, with the readout on the
+        # frame's bottom-up representation (the path /v1/predict takes for a frame without context),
+        # so the accuracy shown is the accuracy a client gets.
+        features = self.model.bottom_up_features(frames)
         predicted = self.model.readout(features).argmax(dim=1)
-        new_state = neutral
+        new_state, _ = self.model.step(frames, None, state)  # unlabeled frames: the state moves on
         stats = {}
         if labeled.any():
             idx = labeled.nonzero().squeeze(1)

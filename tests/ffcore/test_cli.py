@@ -53,3 +53,15 @@ def test_errors_are_one_clear_line(tmp_path):
 def test_presets_lists_the_paper_presets():
     result = runner.invoke(app, ["presets"])
     assert result.exit_code == 0 and "mnist-ff-4x2000" in result.output
+
+
+def test_compare_tabulates_ff_and_backprop_side_by_side(tmp_path):
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, ["compare", "synthetic-ff", "synthetic-bp", "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    reports = json.loads((out / "compare.json").read_text())
+    assert [r["kind"] for r in reports] == ["ff", "bp"]
+    assert reports[0]["parameters"] == reports[1]["parameters"]
+    table = (out / "compare.md").read_text().splitlines()
+    assert len(table) == 2 + 3  # header, rule, FF goodness + FF softmax + BP softmax
+    assert table[2].startswith("| synthetic-ff | ff | 1 | goodness |")

@@ -36,9 +36,11 @@ def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Pr
     if state is not None:
         state = RecurrentState([y.repeat(len(x), 1) for y in state.activities])
     with torch.no_grad():
-        context = state if state is not None else model.initial_state(x)
-        neutral, _ = model.step(x, None, context)
-        probs = torch.softmax(model.readout_logits(neutral), dim=1)
+        if state is None:  # the frame alone: its bottom-up representation, as the wake worker trains
+            probs = model.predict_fast(x)
+        else:  # in the stream's context: one neutral step from the stream's state
+            neutral, _ = model.step(x, None, state)
+            probs = torch.softmax(model.readout_logits(neutral), dim=1)
         goodness = model.label_goodness(x, state)
     # The label is the readout's: the classifier the prequential accuracy measures and the one
     # that is useful early, before the goodness of the labels has separated.
