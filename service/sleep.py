@@ -81,18 +81,21 @@ class SleepWorker:
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in labeled]))
         labels = torch.tensor([int(f[b"label"]) for f in labeled])
         wrong = model.negative_labels(frames, labels, self.generator)
-        state = model.initial_state(frames)
-        parts = []
+        # The loss is a mean over the B replayed frames; scaling by new / iterations gives the
+        # negative phase the weight of one step per labeled frame that arrived since the last
+        # cycle, as the wake worker gives the positive phase.
         iterations = self.settings.sleep_iterations
+        scale = new / iterations
+        state, parts = model.initial_state(frames), []
         for _ in range(iterations):
             delta, state = model.negative_delta(frames, wrong, state)
+            delta = WeightDelta([(left * scale, right) for left, right in delta.factors])
+            # The dreaming copy takes its own step before the next iteration (feedback within
+            # sleep); the wake worker later applies the sum of all the steps.
+            model.apply_delta(delta)
             parts.append(delta)
-        # Concatenating factors sums the steps of all iterations. The loss is a mean over the B
-        # replayed frames; scaling by new / iterations gives the negative phase the weight of one
-        # step per frame that arrived since the last cycle, as the wake worker gives the positive.
-        scale = new / iterations
         combined = WeightDelta([
-            (torch.cat([p.factors[i][0] for p in parts]) * scale, torch.cat([p.factors[i][1] for p in parts]))
+            (torch.cat([p.factors[i][0] for p in parts]), torch.cat([p.factors[i][1] for p in parts]))
             for i in range(len(parts[0].factors))
         ])
         self.redis.xadd(self.keys.negatives, {"version": version, "delta": combined.to_bytes(), "n": len(labeled)},
