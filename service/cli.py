@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 from pydantic import ValidationError
@@ -165,6 +166,32 @@ def demo(
     settings = _settings()
     _logging("WARNING")
     raise typer.Exit(run_demo(settings, streams=streams, total_frames=frames, console=console))
+
+
+@app.command()
+def replay(
+    data_dir: Path = typer.Option(..., help="folder with the dataset's IDX files"),
+    dataset: str = typer.Option("mnist", help="mnist | fashion-mnist"),
+    frames: int = typer.Option(20_000, min=1, help="frames to stream"),
+    streams: int = typer.Option(4, min=1),
+    repeat: int = typer.Option(4, min=1, help="frames per image: a static image is a boring video"),
+    test_size: int = typer.Option(1000, min=1, help="test images for each evaluation"),
+    evaluations: int = typer.Option(5, min=1, help="evaluations during streaming"),
+    out: Optional[Path] = typer.Option(None, help="write the accuracy curve as JSON"),
+):
+    """Stream a real dataset through the REST API and report test accuracy over time.
+    Needs FFS_INPUT_DIM / FFS_NUM_CLASSES to match the dataset (784 / 10 for MNIST)."""
+    from service.replay import run_replay
+
+    settings = _settings()
+    _logging("WARNING")
+    try:
+        code = run_replay(settings, data_dir=data_dir, dataset=dataset, frames=frames, streams=streams, repeat=repeat,
+                          test_size=test_size, evaluations=evaluations, out=out, console=console)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        code = 2
+    raise typer.Exit(code)
 
 
 def main() -> None:

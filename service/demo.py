@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -43,66 +45,100 @@ def synthetic_video(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return frames, labels
 
 
-def run_demo(settings: Settings, *, streams: int, total_frames: int, console: Console) -> int:
-    if settings.input_dim != 196 or settings.num_classes != 10:
-        console.print("[bold red]error:[/] the demo video has 196-value frames and 10 classes: "
-                      "unset FFS_INPUT_DIM / FFS_NUM_CLASSES", soft_wrap=True)
-        return 2
-    base = f"http://{settings.host}:{settings.port}"
-    system = None
-    client = httpx.Client(base_url=base, timeout=30)
-    if not wait_ready(client, 0.5):
-        from service.cli import System
+@contextmanager
+def running_system(settings: Settings, console: Console):
+    """An HTTP client to the service at FFS_HOST:FFS_PORT, starting the embedded system (and
+    stopping it afterwards) when nothing answers there."""
+    from service.cli import System
 
-        console.print("no ffstream answering: starting the embedded system")
-        system = System(settings, env={"FFS_LOG_LEVEL": "WARNING"}).start()
-        if not wait_ready(client, 120):
-            console.print(f"[bold red]error:[/] the system did not become ready: {system.failed() or 'timeout'}")
-            system.stop()
-            return 1
+    client = httpx.Client(base_url=f"http://{settings.host}:{settings.port}", timeout=60)
+    system = None
     try:
-        return _stream(client, streams, total_frames, console, base)
+        if not wait_ready(client, 0.5):
+            console.print("no ffstream answering: starting the embedded system")
+            system = System(settings, env={"FFS_LOG_LEVEL": "WARNING"}).start()
+            if not wait_ready(client, 120):
+                raise RuntimeError(f"the system did not become ready: {system.failed() or 'timeout'}")
+        yield client
     finally:
         client.close()
         if system:
             system.stop()
 
 
-def _stream(client: httpx.Client, streams: int, total: int, console: Console, base: str) -> int:
-    per_stream = -(-total // streams)
-    videos = [synthetic_video(per_stream, seed=100 + s) for s in range(streams)]
+def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarray]], console: Console, *,
+                  chunk: int = SCENE, every: Callable[[int], None] | None = None, every_frames: int = 0) -> float | None:
+    """Post each stream's frames in order, ``chunk`` frames per request, round robin over the
+    streams, never more than a few chunks ahead of the learner (a camera does not outrun it).
+    Shows the rolling prequential accuracy; calls ``every(frames_posted)`` every ``every_frames``.
+    Returns the last mean rolling accuracy."""
     headers = {"content-type": "application/x-ffs-frames"}
-    accuracy = None
+    total = sum(len(x) for x, _ in videos)
+    posted, next_call, accuracy = 0, every_frames, None
+    longest = max(len(x) for x, _ in videos)
     with Progress(TextColumn("[bold]streaming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:
-        task = progress.add_task("frames", total=per_stream * streams, info="")
-        for start in range(0, per_stream, SCENE):
+        task = progress.add_task("frames", total=total, info="")
+        for start in range(0, longest, chunk):
             for s, (x, y) in enumerate(videos):
-                body = encode_frames(x[start : start + SCENE], y[start : start + SCENE].tolist())
+                if start >= len(x):
+                    continue
+                body = encode_frames(x[start : start + chunk], y[start : start + chunk].tolist())
                 r = client.post(f"/v1/streams/video-{s}/frames", content=body, headers=headers)
                 r.raise_for_status()
+                posted += r.json()["accepted"]
                 progress.advance(task, r.json()["accepted"])
-            # A live camera does not outrun the learner: wait while more than a few scenes queue up.
             while True:
-                stats = [client.get(f"/v1/streams/video-{s}").json() for s in range(streams)]
+                stats = [client.get(f"/v1/streams/video-{s}").json() for s in range(len(videos))]
                 accs = [st["rolling_accuracy"] for st in stats if st["rolling_accuracy"] is not None]
                 lag = sum(st["lag"] for st in stats)
                 accuracy = sum(accs) / len(accs) if accs else None
                 acc_text = f"{100 * accuracy:.1f}%" if accuracy is not None else "-"
                 progress.update(task, info=f"prequential accuracy {acc_text}  lag {lag} frames")
-                if lag <= 4 * SCENE * streams:
+                if lag <= 4 * chunk * len(videos):
                     break
                 time.sleep(0.05)
-    # let the wake worker catch up, then test on frames it has never seen
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(client.get(f"/v1/streams/video-{s}").json()["lag"] for s in range(streams)):
+            if every and every_frames and posted >= next_call:
+                every(posted)
+                next_call += every_frames
+    wait_applied(client, len(videos))
+    return accuracy
+
+
+def wait_applied(client: httpx.Client, streams: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sum(client.get(f"/v1/streams/video-{s}").json()["lag"] for s in range(streams)):
+            return
         time.sleep(0.2)
-    x_test, y_test = synthetic_video(200, seed=999)
-    r = client.post("/v1/predict", json={"frames": x_test.tolist()})
-    r.raise_for_status()
-    preds = np.array([p["label"] for p in r.json()["predictions"]])
-    held_out = float((preds == y_test).mean())
-    model = client.get("/v1/model").json()
+
+
+def held_out_accuracy(client: httpx.Client, x: np.ndarray, y: np.ndarray, batch: int = 200) -> float:
+    """Accuracy of /v1/predict (frames without stream context) on labeled frames."""
+    correct = 0
+    for i in range(0, len(x), batch):
+        r = client.post("/v1/predict", json={"frames": x[i : i + batch].tolist()})
+        r.raise_for_status()
+        correct += sum(p["label"] == t for p, t in zip(r.json()["predictions"], y[i : i + batch]))
+    return correct / len(x)
+
+
+def run_demo(settings: Settings, *, streams: int, total_frames: int, console: Console) -> int:
+    if settings.input_dim != 196 or settings.num_classes != 10:
+        console.print("[bold red]error:[/] the demo video has 196-value frames and 10 classes: "
+                      "unset FFS_INPUT_DIM / FFS_NUM_CLASSES", soft_wrap=True)
+        return 2
+    base = f"http://{settings.host}:{settings.port}"
+    try:
+        with running_system(settings, console) as client:
+            per_stream = -(-total_frames // streams)
+            stream_videos(client, [synthetic_video(per_stream, seed=100 + s) for s in range(streams)], console)
+            x_test, y_test = synthetic_video(200, seed=999)
+            held_out = held_out_accuracy(client, x_test, y_test)
+            model = client.get("/v1/model").json()
+    except RuntimeError as e:
+        console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        return 1
     console.print(f"held-out accuracy {100 * held_out:.1f}% (chance 10%), model version {model['version']}, "
                   f"{model['frames_seen']} frames seen, {model['negatives_applied']} negative updates applied, "
                   f"{model['sleep']['cycles']} sleep cycles")

@@ -157,3 +157,14 @@ def test_config_refuses_bad_values(changes, message):
 def test_snapshot_bytes_refuse_garbage():
     with pytest.raises(ValueError, match="not a model snapshot"):
         from_bytes(b"\x00" * 16)
+
+
+def test_malformed_deltas_are_refused():
+    model = _model()
+    with pytest.raises(ValueError, match="not a serialized weight delta"):
+        WeightDelta.from_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match="delta has 1 layers, the model has 2"):
+        model.apply_delta(WeightDelta([(torch.zeros(1, 16), torch.zeros(1, 32))]))
+    with pytest.raises(ValueError, match="do not fit weight"):
+        model.apply_delta(WeightDelta([(torch.zeros(1, 16), torch.zeros(1, 5)), (torch.zeros(1, 12), torch.zeros(1, 20))]))
+    assert not WeightDelta([(torch.tensor([[float("inf")]]), torch.ones(1, 1))]).is_finite()

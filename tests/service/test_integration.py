@@ -82,3 +82,26 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     assert (checkpoint_dir / "wake" / "progress.json").is_file()
+
+
+def test_replay_streams_an_idx_dataset_and_reports_accuracy_over_time(tmp_path):
+    from tests.ffcore.data.test_datasets import make_idx_folder
+
+    data = make_idx_folder(tmp_path / "mnist", n_train=120, n_test=40)
+    out = tmp_path / "replay.json"
+    env = {**os.environ, "FFS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+           "FFS_INPUT_DIM": "784", "FFS_WIDTHS": "[32, 32]", "FFS_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    env.pop("FFS_REDIS_URL", None)
+    cmd = [sys.executable, "-m", "service.cli", "replay", "--data-dir", str(data), "--frames", "200", "--streams", "2",
+           "--repeat", "2", "--test-size", "40", "--evaluations", "2", "--out", str(out)]
+    result = subprocess.run(cmd, env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=240,
+                            start_new_session=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = __import__("json").loads(out.read_text())
+    assert report["frames"] == 200 and len(report["curve"]) >= 2
+    assert all(0.0 <= p["test_error"] <= 1.0 for p in report["curve"])
+    assert report["curve"][-1]["frames"] == 200
+    # the dataset's shape must match the model's: a clear error otherwise
+    env["FFS_INPUT_DIM"] = "196"
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+    assert result.returncode == 2 and "set FFS_INPUT_DIM=784" in result.stderr
