@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from ffcore.checkpoint import build_model
-from ffcore.experiment import hardware, resolve_device
+from ffcore.device import resolve_device
+from ffcore.experiment import hardware
 from ffcore.presets import get_preset
 
 

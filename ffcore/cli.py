@@ -7,7 +7,6 @@ import functools
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -130,7 +129,7 @@ def eval_cmd(
     """Evaluate a checkpoint: error and macro F1 for each prediction method."""
     from ffcore.checkpoint import load_checkpoint, read_checkpoint_meta
     from ffcore.data.datasets import load_dataset
-    from ffcore.experiment import resolve_device
+    from ffcore.device import resolve_device
     from ffcore.presets import PRESETS
     from ffcore.train import evaluate
 

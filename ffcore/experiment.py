@@ -20,20 +20,10 @@ import torch
 
 from ffcore.checkpoint import build_model, save_checkpoint
 from ffcore.data.datasets import Splits, load_dataset
+from ffcore.device import resolve_device
 from ffcore.plots import plot_learning_curve
 from ffcore.presets import Preset
 from ffcore.train import EpochRecord, evaluate, fit
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but torch sees no CUDA GPU")
-    return torch.device(device)
 
 
 def hardware() -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.layers import LayerConfig
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
@@ -19,14 +17,6 @@ def recurrent_config(settings: Settings) -> RecurrentConfig:
     return RecurrentConfig(input_dim=settings.input_dim, num_classes=settings.num_classes,
                            widths=tuple(settings.widths), damping=settings.damping, iterations=8, eval_window=(3, 5),
                            negative_lr=negative_lr, layer=layer)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("FFS_DEVICE=cuda but torch sees no CUDA GPU")
-    return torch.device(name)
 
 
 def build(settings: Settings) -> RecurrentFF:

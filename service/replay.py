@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
 from ffcore.data.datasets import load_dataset
@@ -40,7 +39,8 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
         with running_system(settings, console) as client:
             stream_videos(client, videos, console, chunk=max(repeat, 4), every=evaluate,
                           every_frames=max(len(x) // evaluations, 1))
-            evaluate(len(x))
+            if not curve or curve[-1]["frames"] != len(x):
+                evaluate(len(x))
             model = client.get("/v1/model").json()
     except RuntimeError as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)

@@ -22,6 +22,7 @@ import torch
 
 from ffcore.checkpoint import load_checkpoint, save_checkpoint
 from ffcore.delta import WeightDelta
+from ffcore.device import resolve_device
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
@@ -74,7 +75,7 @@ class WakeWorker:
         self.settings = settings
         self.redis = redis
         self.keys = keys or Keys(settings.key_prefix)
-        self.device = model_io.resolve_device(settings.device)
+        self.device = resolve_device(settings.device)
         self.model = model_io.build(settings).to(self.device)
         self.version = 0
         self.frames_seen = 0
