@@ -17,7 +17,7 @@ def test_round_trip_float32_and_uint8():
 
 @pytest.mark.parametrize("mutate,message", [
     (lambda b: b[:10], "shorter than the 16-byte header"),
-    (lambda b: b"XXXX" + b[4:], "bad magic"),
+    (lambda b: b"NOPE" + b[4:], "bad magic"),
     (lambda b: b[:4] + b"\x07" + b[5:], "unknown dtype code 7"),
     (lambda b: b[:-1], "need 88 bytes, body has 87"),
     (lambda b: b + b"\x00", "need 88 bytes, body has 89"),
