@@ -197,18 +197,21 @@ class WakeWorker:
         rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window)
         state = self.streams.state.index(rows)
         labeled = labels >= 0
-        # Prequential: predict each labeled frame before learning from it, with the readout on the
-        # frame's bottom-up representation (the path /v1/predict takes for a frame without context),
-        # so the accuracy shown is the accuracy a client gets.
-        features = self.model.bottom_up_features(frames)
-        predicted = self.model.readout(features).argmax(dim=1)
-        new_state, _ = self.model.step(frames, None, state)  # unlabeled frames: the state moves on
-        stats = {}
+        new_state, stats = state, {}  # `state` is this step's own copy of the rows (index copies)
+        if not labeled.all():  # unlabeled frames: the state moves on, nothing is learned
+            unl = (~labeled).nonzero().squeeze(1)
+            moved, _ = self.model.step(frames[unl], None, state.index(unl))
+            new_state.scatter(unl, moved)
         if labeled.any():
             idx = labeled.nonzero().squeeze(1)
-            for i in idx.tolist():
-                self.streams.hits[ids[i]].append(int(predicted[i] == labels[i]))
-            self.model.readout.train_step(features[idx], labels[idx])
+            # Prequential: predict each labeled frame before learning from it, with the readout on
+            # the frame's bottom-up representation (the path /v1/predict takes for a frame without
+            # context), so the accuracy shown is the accuracy a client gets.
+            # The readout step returns the logits it computed before learning: the predictions.
+            _, logits = self.model.readout.train_step(self.model.bottom_up_features(frames[idx]), labels[idx])
+            predicted = logits.argmax(dim=1)
+            for j, i in enumerate(idx.tolist()):
+                self.streams.hits[ids[i]].append(int(predicted[j] == labels[i]))
             learned, stats = self.model.positive_update(frames[idx], labels[idx], state.index(idx))
             new_state.scatter(idx, learned)
         self.streams.state.scatter(rows, new_state)
