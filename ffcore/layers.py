@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
@@ -70,6 +70,24 @@ def threshold_schedule(widths: tuple[int, ...], scale: float = 1.0, pyramid: flo
     if pyramid < 0:
         raise ValueError(f"threshold pyramid must be >= 0 (increasing with depth), got {pyramid}")
     return tuple(scale * w * (1.0 + pyramid * i) for i, w in enumerate(widths))
+
+
+class LayerStackConfig:
+    """What the configs of layer stacks share (mixed into frozen dataclasses that have
+    ``widths``, ``threshold_scale``, ``threshold_pyramid`` and a ``layer: LayerConfig``)."""
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return threshold_schedule(self.widths, self.threshold_scale, self.threshold_pyramid)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        d["layer"] = LayerConfig(**d.get("layer", {}))
+        return cls(**d)
 
 
 def make_optimizer(params, config: LayerConfig, lr: float | None = None, weight_decay: float | None = None):

@@ -7,13 +7,13 @@ local update on the detached activities of the layer below. Only the making of t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from ffcore.goodness import goodness, layer_norm
-from ffcore.layers import FFLinear, LayerConfig, threshold_schedule
+from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
 from ffcore.negatives import (
     all_label_inputs,
     embed_label,
@@ -28,7 +28,7 @@ NEGATIVES = {"supervised": ("hard", "uniform"), "unsupervised": ("hybrid",)}
 
 
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(LayerStackConfig):
     """Architecture and learning settings of an FF multi-layer perceptron."""
 
     input_dim: int = 784
@@ -69,10 +69,6 @@ class MLPConfig:
                 if bad or not chosen:
                     raise ValueError(f"{name} {chosen} must name layers in 0..{len(self.widths) - 1}")
 
-    @property
-    def thresholds(self) -> tuple[float, ...]:
-        return threshold_schedule(self.widths, self.threshold_scale, self.threshold_pyramid)
-
     def _default_layers(self, n_last: int | None) -> tuple[int, ...]:
         n = len(self.widths)
         first = max(0, n - n_last) if n_last else (1 if n > 1 else 0)
@@ -88,14 +84,6 @@ class MLPConfig:
             return self.readout_layers
         return self._default_layers(3 if self.mode == "unsupervised" else None)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MLPConfig":
-        d = dict(d)
-        d["layer"] = LayerConfig(**d.get("layer", {}))
-        return cls(**d)
 
 
 class FFMLP(nn.Module):

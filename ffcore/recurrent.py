@@ -14,7 +14,7 @@ negative update can be computed from a weight snapshot as a delta and applied la
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -22,14 +22,14 @@ import torch.nn.functional as F
 
 from ffcore.delta import WeightDelta
 from ffcore.goodness import activity_measure, goodness, layer_norm
-from ffcore.layers import FFLinear, LayerConfig, threshold_schedule
+from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
 from ffcore.negatives import NEUTRAL_LABEL_VALUE, wrong_labels_hard, wrong_labels_uniform
 from ffcore.readout import LinearReadout
 from ffcore.state import RecurrentState
 
 
 @dataclass(frozen=True)
-class RecurrentConfig:
+class RecurrentConfig(LayerStackConfig):
     input_dim: int = 784
     num_classes: int = 10
     widths: tuple[int, ...] = (2000, 2000, 2000)
@@ -61,18 +61,6 @@ class RecurrentConfig:
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
 
-    @property
-    def thresholds(self) -> tuple[float, ...]:
-        return threshold_schedule(self.widths, self.threshold_scale, self.threshold_pyramid)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RecurrentConfig":
-        d = dict(d)
-        d["layer"] = LayerConfig(**d.get("layer", {}))
-        return cls(**d)
 
 
 class FFRecurrentLayer(FFLinear):
@@ -267,22 +255,21 @@ class RecurrentFF(nn.Module):
         return self.predict_fast(frames)
 
     # ---- training on static images ("boring videos") -----------------------------------------
-    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, generator=None, *, negatives: bool = True) -> dict:
+    def train_batch(self, frames: torch.Tensor, labels: torch.Tensor, generator=None) -> dict:
         """K damped iterations on a batch of static images with interleaved positive and negative
         updates at every iteration; the readout learns from the bottom-up pass."""
         init = self.initial_state(frames)
         features = torch.cat([layer_norm(y, self.config.layer.goodness) for y in init.activities], dim=1)
         readout_loss, _ = self.readout.train_step(features, labels)
-        neg_labels = self.negative_labels(frames, labels, generator) if negatives else None
+        neg_labels = self.negative_labels(frames, labels, generator)
         pos_state, neg_state = init, init.clone()
         stats: dict[str, float] = {}
         for _ in range(self.config.iterations):
             pos_state, s = self.positive_update(frames, labels, pos_state)
             stats.update(s)
-            if negatives:
-                neg_state = self.negative_update(frames, neg_labels, neg_state)
-                for i, y in enumerate(neg_state.activities):
-                    stats[f"g_neg_{i}"] = activity_measure(y, self.config.layer.goodness).mean().item()
+            neg_state = self.negative_update(frames, neg_labels, neg_state)
+            for i, y in enumerate(neg_state.activities):
+                stats[f"g_neg_{i}"] = activity_measure(y, self.config.layer.goodness).mean().item()
         stats["loss"] = sum(v for k, v in stats.items() if k.startswith("loss_"))
         stats["readout_loss"] = readout_loss
         return stats

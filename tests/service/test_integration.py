@@ -66,16 +66,19 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     model = client.get("/v1/model").json()
     assert model["frames_seen"] == 1200 and model["version"] > start_version
     assert model["sleep"]["cycles"] > 0 and model["sleep"]["negatives_generated"] > 0
-    stream = client.get("/v1/streams/v0").json()
-    assert stream["frames_applied"] == 400 and stream["rolling_accuracy"] > 0.5
+    stats = [client.get(f"/v1/streams/v{s}").json() for s in range(streams)]
+    assert all(st["frames_applied"] == 400 for st in stats)
+    # each stream's window holds its last 200 frames; their mean is the steadier estimate
+    rolling = float(np.mean([st["rolling_accuracy"] for st in stats]))
+    assert rolling > 0.5, f"rolling prequential accuracy {rolling:.2f} (chance 0.10)"
     x_test, y_test = synthetic_video(200, seed=999)
     r = client.post("/v1/predict", json={"frames": x_test.tolist()})
     assert r.status_code == 200
     accuracy = np.mean([p["label"] == y for p, y in zip(r.json()["predictions"], y_test)])
-    print(f"held-out accuracy {accuracy:.3f}, rolling prequential accuracy {stream['rolling_accuracy']:.3f}")
-    # The served snapshot's readout is one point of a noisy online SGD path: measured 0.30-0.89
+    print(f"held-out accuracy {accuracy:.3f}, rolling prequential accuracy {rolling:.3f}")
+    # The served snapshot's readout is one point of a noisy online SGD path: measured 0.27-0.89
     # over repeated runs, so the bound is twice chance rather than a tight figure; the rolling
-    # prequential accuracy above (an average over 200 frames, 0.60-0.74 measured) is the steadier one.
+    # prequential accuracy above (mean over 3 streams of 200-frame windows, 0.58-0.72 measured) is steadier.
     assert accuracy > 0.2, f"held-out accuracy {accuracy:.2f} (chance 0.10)"
     r = client.post("/v1/predict", json={"frames": x_test[:2].tolist(), "stream_id": "v0"})
     assert r.status_code == 200
