@@ -67,14 +67,15 @@ def running_system(settings: Settings, console: Console):
 
 
 def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarray]], console: Console, *,
-                  chunk: int = SCENE, every: Callable[[int], None] | None = None, every_frames: int = 0) -> float | None:
+                  chunk: int = SCENE, every: Callable[[int], None] | None = None,
+                  every_frames: int = 0) -> tuple[float | None, int]:
     """Post each stream's frames in order, ``chunk`` frames per request, round robin over the
     streams, never more than a few chunks ahead of the learner (a camera does not outrun it).
     Shows the rolling prequential accuracy; calls ``every(frames_posted)`` every ``every_frames``.
-    Returns the last mean rolling accuracy."""
+    Returns the last mean rolling accuracy and the largest lag (frames received, not yet applied) seen."""
     headers = {"content-type": "application/x-ffs-frames"}
     total = sum(len(x) for x, _ in videos)
-    posted, next_call, accuracy = 0, every_frames, None
+    posted, next_call, accuracy, max_lag = 0, every_frames, None, 0
     longest = max(len(x) for x, _ in videos)
     with Progress(TextColumn("[bold]streaming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console) as progress:
@@ -92,6 +93,7 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
                 stats = [client.get(f"/v1/streams/video-{s}").json() for s in range(len(videos))]
                 accs = [st["rolling_accuracy"] for st in stats if st["rolling_accuracy"] is not None]
                 lag = sum(st["lag"] for st in stats)
+                max_lag = max(max_lag, lag)
                 accuracy = sum(accs) / len(accs) if accs else None
                 acc_text = f"{100 * accuracy:.1f}%" if accuracy is not None else "-"
                 progress.update(task, info=f"prequential accuracy {acc_text}  lag {lag} frames")
@@ -102,7 +104,7 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
                 every(posted)
                 next_call += every_frames
     wait_applied(client, len(videos))
-    return accuracy
+    return accuracy, max_lag
 
 
 def wait_applied(client: httpx.Client, streams: int, timeout: float = 120.0) -> None:

@@ -8,6 +8,7 @@ from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from service.keys import Keys
 from service.settings import Settings
 
+
 def recurrent_config(settings: Settings) -> RecurrentConfig:
     # The positive phase is SGD with momentum m, whose steady-state step is lr / (1 - m); the
     # negative phase is a plain SGD delta, so by default it takes that same effective step.
@@ -16,7 +17,8 @@ def recurrent_config(settings: Settings) -> RecurrentConfig:
                         weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization)
     return RecurrentConfig(input_dim=settings.input_dim, num_classes=settings.num_classes,
                            widths=tuple(settings.widths), damping=settings.damping, iterations=8, eval_window=(3, 5),
-                           negative_lr=negative_lr, layer=layer)
+                           negative_lr=negative_lr, layer=layer,
+                           readout_lr=settings.readout_step / sum(settings.widths))
 
 
 def build(settings: Settings) -> RecurrentFF:

@@ -22,3 +22,23 @@ def sync_client(settings: Settings) -> redis.Redis:
 def async_client(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(_url(settings), socket_timeout=settings.redis_socket_timeout_s,
                                    socket_connect_timeout=2.0, health_check_interval=30)
+
+
+def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, replay_maxlen: int, now: float) -> None:
+    """Queue validated frames on ``pipe`` (a transaction): each goes to the wake worker's stream and
+    to the capped replay stream; the stream's and the model's counters move with them (the sleep
+    worker schedules itself on ``labeled_received``). Entry ids come back in the pipe's results,
+    two per frame (frames, replay) in order."""
+    for frame, label, seq in zip(frames, labels, seqs):
+        fields = {"stream": stream_id, "data": frame.astype("<f4").tobytes(), "label": int(label),
+                  "seq": int(seq), "t": now}
+        pipe.xadd(keys.frames, fields)
+        pipe.xadd(keys.replay, fields, maxlen=replay_maxlen, approximate=True)
+    pipe.hincrby(keys.stream(stream_id), "received", len(frames))
+    pipe.hincrby(keys.model, "labeled_received", int((labels >= 0).sum()))
+
+
+def entry_id_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A Redis Stream entry id as a sortable (milliseconds, sequence) pair."""
+    ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
+    return int(ms), int(seq or 0)

@@ -37,7 +37,7 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
 
     try:
         with running_system(settings, console) as client:
-            stream_videos(client, videos, console, chunk=max(repeat, 4), every=evaluate,
+            _, max_lag = stream_videos(client, videos, console, chunk=max(repeat, 4), every=evaluate,
                           every_frames=max(len(x) // evaluations, 1))
             if not curve or curve[-1]["frames"] != len(x):
                 evaluate(len(x))
@@ -47,10 +47,11 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
         return 1
     seconds = time.perf_counter() - start
     result = {"dataset": dataset, "frames": len(x), "streams": streams, "repeat": repeat, "test_size": test_size,
-              "seconds": seconds, "frames_per_second": len(x) / seconds, "curve": curve,
+              "seconds": seconds, "frames_per_second": len(x) / seconds, "max_lag_frames": max_lag, "curve": curve,
               "negatives_applied": model["negatives_applied"], "sleep_cycles": model["sleep"]["cycles"]}
     console.print(f"{len(x)} frames in {seconds:.0f} s ({len(x) / seconds:.0f} frames/s), final test error "
-                  f"{100 * curve[-1]['test_error']:.2f}%, {model['negatives_applied']} negative updates applied")
+                  f"{100 * curve[-1]['test_error']:.2f}%, {model['negatives_applied']} negative updates applied, "
+                  f"largest lag {max_lag} frames")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     weight_decay: float = Field(0.0, ge=0.0)
     negative_learning_rate: float | None = Field(None, gt=0, le=1.0)
     peer_normalization: float = Field(0.0, ge=0)
+    # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
+    # width: its SGD step is readout_step / |x|^2 (normalized LMS), the same relative step for
+    # any widths. A step of 1e-2 regardless of width overshot on every frame and the served
+    # predictions swung between snapshots (31-66% MNIST error; docs/RESULTS.md).
+    readout_step: float = Field(0.25, gt=0, le=10.0, description="readout SGD step times the total hidden width")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # --- wake worker ---
@@ -54,8 +59,10 @@ class Settings(BaseSettings):
     accuracy_window: int = Field(200, ge=1, description="frames in the rolling prequential accuracy")
 
     # --- sleep worker ---
+    # Small, frequent sleeps: negatives computed for a long stretch of wake and applied at once
+    # are one large step that kills units (measured: docs/RESULTS.md, "MNIST through the API").
     sleep_every_s: float = Field(2.0, gt=0)
-    sleep_every_frames: int = Field(0, ge=0, description="also run after this many new frames; 0: off")
+    sleep_every_frames: int = Field(128, ge=0, description="also run after this many new labeled frames; 0: off")
     sleep_sample: int = Field(256, ge=1, description="recent frames per sleep cycle")
     sleep_iterations: int = Field(4, ge=1)
     replay_maxlen: int = Field(10_000, ge=1)

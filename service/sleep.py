@@ -15,10 +15,17 @@ import torch
 from ffcore.delta import WeightDelta
 from service import model as model_io
 from service.keys import Keys
+from service.redis_io import entry_id_order
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-NEGATIVES_MAXLEN = 1000
+# The wake worker trims what it consumed, and a sleep worker waits for its last update to be
+# served before sending the next, so the queue holds a few updates; this cap bounds it anyway.
+NEGATIVES_MAXLEN = 100
+# A cycle's negatives stand for at most this many times the frames it replays. Past that (sleep
+# fell far behind) they are under-weighted instead of landing as one large step, which kills
+# units: measured, docs/RESULTS.md.
+MAX_WEIGHT_PER_SAMPLE = 2
 
 
 class SleepWorker:
@@ -29,8 +36,8 @@ class SleepWorker:
         self.generator = torch.Generator().manual_seed(seed)
         self.running = True
         self.cycles = 0
-        self._replay_at_last_cycle = 0
-        self._newest_seen = b"0-0"  # replay entry id of the newest frame the last cycle saw
+        self._received_at_last_cycle = 0  # the model's labeled_received counter at the last cycle
+        self._last_pushed: str | None = None  # entry id of this worker's last negative update
 
     def stop(self, *_) -> None:
         self.running = False
@@ -39,39 +46,56 @@ class SleepWorker:
     def paused(self) -> bool:
         return self.redis.hget(self.keys.sleep, "paused") == b"1"
 
+    def labeled_received(self) -> int:
+        """Labeled frames accepted by the API so far (all time)."""
+        return int(self.redis.hget(self.keys.model, "labeled_received") or 0)
+
+    def last_update_served(self) -> bool:
+        """Whether the latest snapshot includes (or has refused) this worker's last update: the
+        wake worker records the last negative-queue entry each snapshot has seen."""
+        if self._last_pushed is None:
+            return True
+        cursor = self.redis.hget(self.keys.model, "negatives_cursor")
+        return cursor is not None and entry_id_order(cursor) >= entry_id_order(self._last_pushed)
+
     def due(self, last_cycle: float) -> bool:
         if self.redis.getdel(self.keys.sleep_trigger) is not None:
             return True
         if self.paused:
+            # Frames that arrive while paused get no negatives ("sleep deprivation"); resuming
+            # does not make up for them in one large step.
+            self._received_at_last_cycle = self.labeled_received()
             return False
         if time.monotonic() - last_cycle >= self.settings.sleep_every_s:
             return True
         every = self.settings.sleep_every_frames
-        return bool(every) and self.redis.xlen(self.keys.replay) - self._replay_at_last_cycle >= every
+        return bool(every) and self.labeled_received() - self._received_at_last_cycle >= every
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        self._received_at_last_cycle = self.labeled_received()  # a restart does not replay the past
         last = 0.0
         while self.running:
             self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
             self.redis.hset(self.keys.sleep, "paused_state", int(self.paused))
             if self.due(last):
-                self.cycle()
+                generated = self.cycle()
                 last = time.monotonic()
-            else:
-                time.sleep(0.05)
+                if generated:
+                    continue
+            time.sleep(0.05)
 
     def cycle(self) -> int:
         """One sleep cycle. Returns the number of negative examples it generated (0 if none)."""
         start = time.perf_counter()
+        if not self.last_update_served():
+            return 0  # dreaming on weights without the last update would push the same way twice
+        received = self.labeled_received()
+        new, self._received_at_last_cycle = received - self._received_at_last_cycle, received
         entries = self.redis.xrevrange(self.keys.replay, count=self.settings.sleep_sample)
         labeled = [f for _, f in entries if int(f[b"label"]) >= 0]
-        new = sum(1 for eid, f in entries if _id(eid) > _id(self._newest_seen) and int(f[b"label"]) >= 0)
-        self._replay_at_last_cycle = self.redis.xlen(self.keys.replay)
-        if entries:
-            self._newest_seen = entries[0][0]
-        if not labeled or not new:
+        if not labeled or new <= 0:
             return 0  # nothing new to dream about: skip loading the snapshot
         snap = model_io.load_snapshot(self.redis, self.keys)
         if snap is None:
@@ -85,7 +109,7 @@ class SleepWorker:
         # negative phase the weight of one step per labeled frame that arrived since the last
         # cycle, as the wake worker gives the positive phase.
         iterations = self.settings.sleep_iterations
-        scale = new / iterations
+        scale = min(new, MAX_WEIGHT_PER_SAMPLE * len(labeled)) / iterations
         state, parts = model.initial_state(frames), []
         for _ in range(iterations):
             delta, state = model.negative_delta(frames, wrong, state)
@@ -98,8 +122,9 @@ class SleepWorker:
             (torch.cat([p.factors[i][0] for p in parts]), torch.cat([p.factors[i][1] for p in parts]))
             for i in range(len(parts[0].factors))
         ])
-        self.redis.xadd(self.keys.negatives, {"version": version, "delta": combined.to_bytes(), "n": len(labeled)},
+        pushed = self.redis.xadd(self.keys.negatives, {"version": version, "delta": combined.to_bytes(), "n": len(labeled), "frames": new},
                         maxlen=NEGATIVES_MAXLEN, approximate=True)
+        self._last_pushed = pushed.decode() if isinstance(pushed, bytes) else pushed
         self.cycles += 1
         seconds = time.perf_counter() - start
         pipe = self.redis.pipeline(transaction=False)
@@ -110,11 +135,6 @@ class SleepWorker:
         pipe.execute()
         log.info("sleep cycle %d: %d negatives from snapshot v%d in %.2fs", self.cycles, len(labeled), version, seconds)
         return len(labeled)
-
-
-def _id(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
 
 
 def main(settings: Settings) -> None:

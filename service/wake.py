@@ -26,6 +26,7 @@ from ffcore.device import resolve_device
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
+from service.redis_io import entry_id_order
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class WakeWorker:
         self.counters = {"steps": 0, "frames_applied": 0, "negatives_applied": 0, "negatives_rejected_stale": 0,
                          "negatives_rejected_invalid": 0}
         self._frames_since_snapshot = 0
+        self._negatives_since_snapshot = 0
         self._last_snapshot = 0.0
         self._last_checkpoint = time.monotonic()
         self.running = True
@@ -156,7 +158,9 @@ class WakeWorker:
     def housekeeping(self) -> None:
         now = time.monotonic()
         self.redis.set(self.keys.heartbeat("wake"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
-        if (self._frames_since_snapshot >= self.settings.snapshot_every_frames
+        # Negatives are published at once: the sleep worker computes its next update from the
+        # served snapshot, and one that lacked the last update would push the same way twice.
+        if (self._negatives_since_snapshot or self._frames_since_snapshot >= self.settings.snapshot_every_frames
                 or (self._frames_since_snapshot and now - self._last_snapshot >= self.settings.snapshot_every_s)):
             self.publish()
         if self.redis.getdel(self.keys.checkpoint_request) is not None or \
@@ -185,6 +189,9 @@ class WakeWorker:
                 pipe.hset(self.keys.stream(s), "accuracy", sum(hits) / len(hits))
         pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
         pipe.xack(self.keys.frames, WAKE_GROUP, *[eid for eid, _ in entries])
+        # Entries up to the newest one applied are done with (one consumer, reading in order):
+        # trim them, or the stream would hold every frame ever posted.
+        pipe.xtrim(self.keys.frames, minid=max((eid for eid, _ in entries), key=entry_id_order), approximate=False)
         pipe.execute()
         return len(entries)
 
@@ -224,8 +231,9 @@ class WakeWorker:
     # ---- negative phase (from the sleep worker) -------------------------------------------
     def apply_negatives(self) -> int:
         reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
+        entries = reply[0][1] if reply else []
         applied = 0
-        for eid, fields in (reply[0][1] if reply else []):
+        for eid, fields in entries:
             self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
             version = int(fields[b"version"])
             if self.version - version > self.settings.max_delta_staleness:
@@ -243,8 +251,11 @@ class WakeWorker:
                 self.redis.hincrby(self.keys.model, "negatives_rejected_invalid", 1)
                 continue
             applied += 1
+            self._negatives_since_snapshot += 1
             self.counters["negatives_applied"] += 1
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)
+        if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
+            self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
         return applied
 
     # ---- snapshots -----------------------------------------------------------------------
@@ -252,16 +263,16 @@ class WakeWorker:
         self.version += 1
         model_io.publish_snapshot(self.redis, self.keys, self.model, self.version, self.settings.snapshots_kept)
         pipe = self.redis.pipeline(transaction=False)
+        # The last negative update these weights include: the sleep worker waits for its own.
         pipe.hset(self.keys.model, mapping={"version": self.version, "frames_seen": self.frames_seen,
-                                            "snapshot_time": time.time()})
+                                            "snapshot_time": time.time(), "negatives_cursor": self.negatives_cursor})
         if self.streams.state is not None:  # predict may use a stream's context: publish it with the weights
             for s, row in self.streams.rows.items():
                 pipe.set(self.keys.stream_state(s), self.streams.state.index([row]).to_bytes(),
                          ex=int(self.settings.stream_idle_s) + 60)
         pipe.execute()
-        self._frames_since_snapshot = 0
+        self._frames_since_snapshot = self._negatives_since_snapshot = 0
         self._last_snapshot = time.monotonic()
-
 
 def main(settings: Settings) -> None:
     from service.redis_io import sync_client

@@ -6,17 +6,17 @@ import torch
 
 from ffcore.delta import WeightDelta
 from service.keys import Keys
-from service.redis_io import sync_client
+from service.redis_io import enqueue_frames, sync_client
 from service.sleep import SleepWorker
 from service.wake import WakeWorker
 
 
 def _post(redis, keys, stream, value, label=-1, seq=-1):
-    data = np.full(196, value, "<f4").tobytes()
-    fields = {"stream": stream, "data": data, "label": label, "seq": seq, "t": 0}
-    redis.xadd(keys.frames, fields)
-    redis.xadd(keys.replay, fields)
-    redis.hincrby(keys.stream(stream), "received", 1)
+    """What the API does with one accepted frame."""
+    pipe = redis.pipeline(transaction=True)
+    enqueue_frames(pipe, keys, stream, np.full((1, 196), value, np.float32), np.array([label]), np.array([seq]),
+                   replay_maxlen=10_000, now=0.0)
+    pipe.execute()
 
 
 class RecordingWake(WakeWorker):

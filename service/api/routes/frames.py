@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn
 from service.codec import FrameDecodeError, decode_frames
+from service.redis_io import enqueue_frames
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["frames"])
@@ -92,12 +93,7 @@ async def post_frames(
     frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
     now = time.time()
     pipe = redis.pipeline(transaction=True)
-    for frame, label, seq in zip(frames, labels, seqs):
-        fields = {"stream": stream_id, "data": frame.astype("<f4").tobytes(), "label": int(label),
-                  "seq": int(seq), "t": now}
-        pipe.xadd(keys.frames, fields)
-        pipe.xadd(keys.replay, fields, maxlen=settings.replay_maxlen, approximate=True)
-    pipe.hincrby(keys.stream(stream_id), "received", len(frames))
+    enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, settings.replay_maxlen, now)
     results = await pipe.execute()
-    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0:-1:2]]
+    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0 : 2 * len(frames) : 2]]
     return FramesAccepted(accepted=len(frames), positions=positions)
