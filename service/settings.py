@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     snapshots_kept: int = Field(3, ge=1)
     max_delta_staleness: int = Field(5, ge=0, description="reject negative updates this many versions old")
     stream_idle_s: float = Field(600.0, gt=0, description="evict a stream's state after this long idle")
+    evicted_state: Literal["drop", "save"] = Field(
+        "drop", description="save: keep an evicted stream's recurrent state in Redis and resume from it")
     checkpoint_dir: str = "runs/service"
     checkpoint_every_s: float = Field(60.0, gt=0)
     heartbeat_ttl_s: float = Field(10.0, gt=0)

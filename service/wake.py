@@ -46,11 +46,16 @@ class StreamTable:
         self.last_seen: dict[str, float] = {}
         self.hits: dict[str, deque] = {}
 
-    def ensure(self, model, ids: list[str], frames: torch.Tensor, window: int) -> torch.Tensor:
-        """Row indices for ``ids``; new streams start from one bottom-up pass of their first frame."""
+    def ensure(self, model, ids: list[str], frames: torch.Tensor, window: int,
+               saved: dict[str, RecurrentState] | None = None) -> torch.Tensor:
+        """Row indices for ``ids``; a new stream resumes from its ``saved`` state if given, else
+        starts from one bottom-up pass of its first frame."""
         new = [i for i, s in enumerate(ids) if s not in self.rows]
         if new:
             init = model.initial_state(frames[new])
+            for j, i in enumerate(new):
+                if saved and ids[i] in saved:
+                    init.scatter(torch.tensor([j], device=frames.device), saved[ids[i]])
             self.state = init if self.state is None else RecurrentState.cat([self.state, init])
             for i in new:
                 self.rows[ids[i]] = len(self.rows)
@@ -60,9 +65,13 @@ class StreamTable:
             self.last_seen[s] = now
         return torch.tensor([self.rows[s] for s in ids], dtype=torch.long, device=frames.device)
 
-    def evict_idle(self, idle_s: float) -> list[str]:
+    def new_ids(self, ids: list[str]) -> list[str]:
+        return [s for s in dict.fromkeys(ids) if s not in self.rows]
+
+    def evict_idle(self, idle_s: float) -> dict[str, RecurrentState]:
+        """Drop streams idle longer than ``idle_s``; returns their last states."""
         now = time.monotonic()
-        gone = [s for s, t in self.last_seen.items() if now - t > idle_s]
+        gone = {s: self.state.index([self.rows[s]]) for s, t in self.last_seen.items() if now - t > idle_s}
         if gone:
             self.state = self.state.drop([self.rows[s] for s in gone])
             for s in gone:
@@ -168,7 +177,13 @@ class WakeWorker:
             self.checkpoint()
         gone = self.streams.evict_idle(self.settings.stream_idle_s)
         if gone:
-            log.info("evicted %d idle streams", len(gone))
+            if self.settings.evicted_state == "save":  # kept without expiry; the stream resumes from it
+                pipe = self.redis.pipeline(transaction=False)
+                for s, state in gone.items():
+                    pipe.set(self.keys.stream_state(s), state.to_bytes())
+                pipe.execute()
+            log.info("evicted %d idle streams (state %s)", len(gone), "saved" if self.settings.evicted_state == "save"
+                     else "dropped")
 
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
@@ -201,7 +216,7 @@ class WakeWorker:
         dim = self.model.config.input_dim
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in fields])).to(self.device)
         labels = torch.tensor([int(f[b"label"]) for f in fields], device=self.device)
-        rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window)
+        rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window, self.saved_states(ids))
         state = self.streams.state.index(rows)
         labeled = labels >= 0
         new_state, stats = state, {}  # `state` is this step's own copy of the rows (index copies)
@@ -227,6 +242,24 @@ class WakeWorker:
         self.counters["steps"] += 1
         self.counters["frames_applied"] += len(ids)
         return {k: v for k, v in stats.items() if k.startswith("g_pos")}
+
+    def saved_states(self, ids: list[str]) -> dict[str, RecurrentState]:
+        """States saved at eviction for the streams among ``ids`` that are not active."""
+        new = self.streams.new_ids(ids)
+        if self.settings.evicted_state != "save" or not new:
+            return {}
+        blobs = self.redis.mget([self.keys.stream_state(s) for s in new])
+        widths = list(self.model.config.widths)
+        saved = {}
+        for s, blob in zip(new, blobs):
+            if blob is None:
+                continue
+            state = RecurrentState.from_bytes(blob, self.device)
+            if [y.shape[1] for y in state.activities] != widths or len(state.activities[0]) != 1:
+                log.warning("saved state of stream %r does not fit the model (widths %s): starting afresh", s, widths)
+                continue
+            saved[s] = state
+        return saved
 
     # ---- negative phase (from the sleep worker) -------------------------------------------
     def apply_negatives(self) -> int:

@@ -1,5 +1,7 @@
 """Wake and sleep workers against a real redis-server, driven one poll at a time."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,31 @@ def test_checkpoint_and_resume(settings, sync_redis):
     assert resumed.frames_seen == 5 and resumed.version == wake.version
     for a, b in zip(wake.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", ["save", "drop"])
+def test_idle_streams_are_evicted_and_their_state_saved_or_dropped(settings, sync_redis, mode):
+    settings = settings.model_copy(update={"stream_idle_s": 0.05, "evicted_state": mode})
+    keys = Keys(settings.key_prefix)
+    for seq in range(3):
+        _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=1, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll(pending=False)
+    last = wake.streams.state.index([wake.streams.rows["a"]])
+    sync_redis.delete(keys.stream_state("a"))  # only what eviction writes counts here
+    time.sleep(0.1)
+    wake.housekeeping()
+    assert "a" not in wake.streams.rows
+    saved = wake.saved_states(["a"])
+    if mode == "save":
+        assert sync_redis.ttl(keys.stream_state("a")) == -1  # kept without expiry
+        assert all(torch.equal(x, y) for x, y in zip(saved["a"].activities, last.activities))
+        # back again: the stream resumes from its saved state, not from a bottom-up pass
+        rows = wake.streams.ensure(wake.model, ["a"], torch.full((1, 196), 0.5), 10, saved)
+        resumed = wake.streams.state.index(rows)
+        assert all(torch.equal(x, y) for x, y in zip(resumed.activities, last.activities))
+        fresh = wake.model.initial_state(torch.full((1, 196), 0.5))
+        assert not torch.equal(fresh.activities[0], last.activities[0])
+    else:
+        assert saved == {} and sync_redis.get(keys.stream_state("a")) is None
