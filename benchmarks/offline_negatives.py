@@ -33,7 +33,6 @@ from ffcore.metrics import error_rate
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from ffcore.train import predict_all
 
-
 CONDITIONS = ("interleaved", "wake-then-sleep", "control")
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from pydantic import ValidationError
@@ -46,7 +45,16 @@ def api():
 
     settings = _settings()
     _logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    if settings.api_workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        return
+    # Several processes: prometheus-client's multiprocess mode merges their metrics; each worker
+    # builds its app from the same FFS_* environment.
+    import tempfile
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ffstream-metrics-"))
+    uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                workers=settings.api_workers, log_level="warning")
 
 
 @app.command()
@@ -89,7 +97,7 @@ class System:
         self.redis = None
         self.children: dict[str, subprocess.Popen] = {}
 
-    def start(self) -> "System":
+    def start(self) -> System:
         from service.embedded import EmbeddedRedis
 
         env = {**os.environ, **self.extra_env}
@@ -177,7 +185,7 @@ def replay(
     repeat: int = typer.Option(4, min=1, help="frames per image: a static image is a boring video"),
     test_size: int = typer.Option(1000, min=1, help="test images for each evaluation"),
     evaluations: int = typer.Option(5, min=1, help="evaluations during streaming"),
-    out: Optional[Path] = typer.Option(None, help="write the accuracy curve as JSON"),
+    out: Path | None = typer.Option(None, help="write the accuracy curve as JSON"),
 ):
     """Stream a real dataset through the REST API and report test accuracy over time.
     Needs FFS_INPUT_DIM / FFS_NUM_CLASSES to match the dataset (784 / 10 for MNIST)."""

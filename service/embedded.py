@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import importlib.util
+import logging
 import shutil
 import signal
 import socket
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,7 +59,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",

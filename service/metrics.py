@@ -18,10 +18,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+disable_created_metrics()  # no *_created series: counters and histograms are what dashboards read
 NS = "ffstream"
 # Seconds: from a fraction of a millisecond (one small step) to tens of seconds (a long queue).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -131,4 +133,7 @@ class SleepMetrics:
 def serve(registry: CollectorRegistry, host: str, port: int) -> None:
     """Expose ``registry`` on http://host:port/metrics from a background thread (port 0: off)."""
     if port:
-        start_http_server(port, addr=host, registry=registry)
+        try:
+            start_http_server(port, addr=host, registry=registry)
+        except OSError as e:
+            raise RuntimeError(f"cannot serve metrics on {host}:{port} ({e}): set another port or 0 for none") from e

@@ -35,6 +35,7 @@ def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, replay_maxl
         pipe.xadd(keys.frames, fields)
         pipe.xadd(keys.replay, fields, maxlen=replay_maxlen, approximate=True)
     pipe.hincrby(keys.stream(stream_id), "received", len(frames))
+    pipe.hincrby(keys.model, "frames_received", len(frames))
     pipe.hincrby(keys.model, "labeled_received", int((labels >= 0).sum()))
 
 

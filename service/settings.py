@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     # --- HTTP API ---
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (metrics merged across them)")
+    wake_metrics_port: int = Field(9101, ge=0, le=65535, description="the wake worker's /metrics; 0: off")
+    sleep_metrics_port: int = Field(9102, ge=0, le=65535, description="the sleep worker's /metrics; 0: off")
     max_frames_per_request: int = Field(256, ge=1, le=100_000)
     max_body_bytes: int = Field(8 * 2**20, ge=1024)
 
@@ -70,7 +73,7 @@ class Settings(BaseSettings):
     replay_maxlen: int = Field(10_000, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "Settings":
+    def _check(self) -> Settings:
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive layer sizes, got {self.widths}")
         if self.redis_socket_timeout_s * 1000 <= self.wake_block_ms:

@@ -15,6 +15,7 @@ import torch
 from ffcore.delta import WeightDelta
 from service import model as model_io
 from service.keys import Keys
+from service.metrics import SleepMetrics, serve
 from service.redis_io import entry_id_order
 from service.settings import Settings
 
@@ -38,6 +39,7 @@ class SleepWorker:
         self.cycles = 0
         self._received_at_last_cycle = 0  # the model's labeled_received counter at the last cycle
         self._last_pushed: str | None = None  # entry id of this worker's last negative update
+        self.metrics = SleepMetrics()
 
     def stop(self, *_) -> None:
         self.running = False
@@ -78,13 +80,27 @@ class SleepWorker:
         last = 0.0
         while self.running:
             self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
-            self.redis.hset(self.keys.sleep, "paused_state", int(self.paused))
+            paused = self.paused
+            self.redis.hset(self.keys.sleep, "paused_state", int(paused))
+            self.metrics.paused.set(int(paused))
             if self.due(last):
                 generated = self.cycle()
                 last = time.monotonic()
                 if generated:
                     continue
             time.sleep(0.05)
+
+    def measure_goodness(self, model, frames: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor) -> None:
+        """Mean goodness per layer of the replayed frames with their true labels (positive) and
+        with the wrong labels (negative), over the sleep's iterations, on the snapshot's weights."""
+        positive, negative = model.initial_state(frames), model.initial_state(frames)
+        for _ in range(self.settings.sleep_iterations):
+            positive, g_pos = model.step(frames, labels, positive)
+            negative, g_neg = model.step(frames, wrong, negative)
+        for i, (p, n) in enumerate(zip(g_pos.mean(dim=0).tolist(), g_neg.mean(dim=0).tolist())):
+            self.metrics.goodness.labels("positive", str(i)).set(p)
+            self.metrics.goodness.labels("negative", str(i)).set(n)
+            self.metrics.separation.labels(str(i)).set(p - n)
 
     def cycle(self) -> int:
         """One sleep cycle. Returns the number of negative examples it generated (0 if none)."""
@@ -105,6 +121,7 @@ class SleepWorker:
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in labeled]))
         labels = torch.tensor([int(f[b"label"]) for f in labeled])
         wrong = model.negative_labels(frames, labels, self.generator)
+        self.measure_goodness(model, frames, labels, wrong)
         # The loss is a mean over the B replayed frames; scaling by new / iterations gives the
         # negative phase the weight of one step per labeled frame that arrived since the last
         # cycle, as the wake worker gives the positive phase.
@@ -127,6 +144,10 @@ class SleepWorker:
         self._last_pushed = pushed.decode() if isinstance(pushed, bytes) else pushed
         self.cycles += 1
         seconds = time.perf_counter() - start
+        self.metrics.cycles.inc()
+        self.metrics.cycle_seconds.observe(seconds)
+        self.metrics.negatives_generated.inc(len(labeled))
+        self.metrics.last_cycle_time.set(time.time())
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.keys.sleep, "cycles", 1)
         pipe.hincrby(self.keys.sleep, "negatives_generated", len(labeled))
@@ -140,4 +161,6 @@ class SleepWorker:
 def main(settings: Settings) -> None:
     from service.redis_io import sync_client
 
-    SleepWorker(settings, sync_client(settings)).run()
+    worker = SleepWorker(settings, sync_client(settings))
+    serve(worker.metrics.registry, settings.host, settings.sleep_metrics_port)
+    worker.run()

@@ -26,6 +26,7 @@ from ffcore.device import resolve_device
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
+from service.metrics import WakeMetrics, serve
 from service.redis_io import entry_id_order
 from service.settings import Settings
 
@@ -97,6 +98,8 @@ class WakeWorker:
         self._negatives_since_snapshot = 0
         self._last_snapshot = 0.0
         self._last_checkpoint = time.monotonic()
+        self.metrics = WakeMetrics(len(self.model.layers))
+        self._last_metrics = 0.0
         self.running = True
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -124,7 +127,9 @@ class WakeWorker:
         tmp.write_text(json.dumps(progress))
         tmp.replace(self.checkpoint_dir / "progress.json")
         self._last_checkpoint = time.monotonic()
-        self.redis.hset(self.keys.model, mapping={"checkpoint_time": time.time()})
+        now = time.time()
+        self.redis.hset(self.keys.model, mapping={"checkpoint_time": now})
+        self.metrics.checkpoint_time.set(now)
         log.info("checkpoint written at version %d", self.version)
 
     def setup(self) -> None:
@@ -175,6 +180,9 @@ class WakeWorker:
         if self.redis.getdel(self.keys.checkpoint_request) is not None or \
                 now - self._last_checkpoint >= self.settings.checkpoint_every_s:
             self.checkpoint()
+        if now - self._last_metrics >= 1.0:
+            self.refresh_metrics()
+            self._last_metrics = now
         gone = self.streams.evict_idle(self.settings.stream_idle_s)
         if gone:
             if self.settings.evicted_state == "save":  # kept without expiry; the stream resumes from it
@@ -185,17 +193,40 @@ class WakeWorker:
             log.info("evicted %d idle streams (state %s)", len(gone), "saved" if self.settings.evicted_state == "save"
                      else "dropped")
 
+    def refresh_metrics(self) -> None:
+        """The gauges that are read rather than counted (about once a second)."""
+        m = self.metrics
+        received, applied = self.redis.hmget(self.keys.model, ["frames_received", "frames_applied"])
+        m.queue_lag.set(max(int(received or 0) - int(applied or 0), 0))
+        m.queue_pending.set(self.redis.xpending(self.keys.frames, WAKE_GROUP)["pending"])
+        m.active_streams.set(len(self.streams.rows))
+        with torch.no_grad():
+            for i, layer in enumerate(self.model.layers):
+                m.weight_norm.labels(str(i)).set(float(layer.linear.weight.norm()))
+        hits = [sum(h) / len(h) for h in self.streams.hits.values() if h]
+        if hits:
+            m.accuracy.set(sum(hits) / len(hits))
+        if self.device.type == "cuda":
+            m.gpu_memory.labels("allocated").set(torch.cuda.memory_allocated(self.device))
+            m.gpu_memory.labels("reserved").set(torch.cuda.memory_reserved(self.device))
+
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
         """Apply a batch of frame entries: step k advances every stream that has a k-th frame."""
         per_stream: OrderedDict[str, list] = OrderedDict()
+        now = time.time()
         for eid, fields in entries:
+            self.metrics.queue_wait_seconds.observe(max(now - float(fields.get(b"t", now)), 0.0))
             per_stream.setdefault(fields[b"stream"].decode(), []).append((eid, fields))
         depth = max(len(v) for v in per_stream.values())
         stats = {}
         for k in range(depth):
             batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
-            stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch])
+            start = time.perf_counter()
+            stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch]) or stats
+            self.metrics.update_seconds.observe(time.perf_counter() - start)
+        for key, value in stats.items():  # g_pos_<layer>: the last labeled step's mean goodness
+            self.metrics.goodness.labels(key.rsplit("_", 1)[1]).set(value)
         pipe = self.redis.pipeline(transaction=False)
         for s, items in per_stream.items():
             pipe.hincrby(self.keys.stream(s), "applied", len(items))
@@ -203,6 +234,7 @@ class WakeWorker:
             if hits:
                 pipe.hset(self.keys.stream(s), "accuracy", sum(hits) / len(hits))
         pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
+        pipe.hincrby(self.keys.model, "frames_applied", len(entries))
         pipe.xack(self.keys.frames, WAKE_GROUP, *[eid for eid, _ in entries])
         # Entries up to the newest one applied are done with (one consumer, reading in order):
         # trim them, or the stream would hold every frame ever posted.
@@ -241,6 +273,8 @@ class WakeWorker:
         self._frames_since_snapshot += len(ids)
         self.counters["steps"] += 1
         self.counters["frames_applied"] += len(ids)
+        self.metrics.steps.inc()
+        self.metrics.frames_applied.inc(len(ids))
         return {k: v for k, v in stats.items() if k.startswith("g_pos")}
 
     def saved_states(self, ids: list[str]) -> dict[str, RecurrentState]:
@@ -271,6 +305,7 @@ class WakeWorker:
             version = int(fields[b"version"])
             if self.version - version > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
+                self.metrics.negatives_rejected.labels("stale").inc()
                 self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
                 continue
             try:
@@ -281,11 +316,13 @@ class WakeWorker:
             except ValueError as e:
                 log.warning("refused negative update %s: %s", self.negatives_cursor, e)
                 self.counters["negatives_rejected_invalid"] += 1
+                self.metrics.negatives_rejected.labels("invalid").inc()
                 self.redis.hincrby(self.keys.model, "negatives_rejected_invalid", 1)
                 continue
             applied += 1
             self._negatives_since_snapshot += 1
             self.counters["negatives_applied"] += 1
+            self.metrics.negatives_applied.inc()
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)
         if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
             self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
@@ -297,8 +334,11 @@ class WakeWorker:
         model_io.publish_snapshot(self.redis, self.keys, self.model, self.version, self.settings.snapshots_kept)
         pipe = self.redis.pipeline(transaction=False)
         # The last negative update these weights include: the sleep worker waits for its own.
+        now = time.time()
         pipe.hset(self.keys.model, mapping={"version": self.version, "frames_seen": self.frames_seen,
-                                            "snapshot_time": time.time(), "negatives_cursor": self.negatives_cursor})
+                                            "snapshot_time": now, "negatives_cursor": self.negatives_cursor})
+        self.metrics.version.set(self.version)
+        self.metrics.snapshot_time.set(now)
         if self.streams.state is not None:  # predict may use a stream's context: publish it with the weights
             for s, row in self.streams.rows.items():
                 pipe.set(self.keys.stream_state(s), self.streams.state.index([row]).to_bytes(),
@@ -311,5 +351,6 @@ def main(settings: Settings) -> None:
     from service.redis_io import sync_client
 
     worker = WakeWorker(settings, sync_client(settings))
-    log.info("wake worker on %s", worker.device)
+    serve(worker.metrics.registry, settings.host, settings.wake_metrics_port)
+    log.info("wake worker on %s, metrics on port %d", worker.device, settings.wake_metrics_port)
     worker.run()

@@ -9,8 +9,10 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.api.middleware import RequestMetrics
 from service.api.routes import frames, health, model, predict, streams
 from service.keys import Keys
+from service.metrics import ApiMetrics
 from service.redis_io import async_client
 from service.settings import Settings
 
@@ -29,10 +31,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="ffstream", version="0.1.0", lifespan=lifespan,
                   description="Online Forward-Forward learning from streams of frames.")
+    app.state.metrics = metrics = ApiMetrics()
+    app.add_middleware(RequestMetrics, histogram=metrics.request_seconds)
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_down(request, exc):  # the store is unreachable: say so quickly, never a 500
+        if request.url.path.endswith("/frames"):
+            metrics.rejected.labels("redis_unavailable").inc()
         return JSONResponse(status_code=503, content={"detail": f"redis unavailable: {exc}"},
                             headers={"Retry-After": "1"})
 

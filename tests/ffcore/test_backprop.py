@@ -19,7 +19,7 @@ def test_backprop_baseline_has_identical_architecture_and_parameter_count():
         if ff_name == "synthetic-ff":
             ff, bp = FFMLP(ff_cfg), BackpropMLP(bp_cfg)
             assert _params(ff) == _params(bp)
-            shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
+            shapes = lambda m: [tuple(p.shape) for p in m.parameters()]
             assert shapes(ff) == shapes(bp)
 
 

@@ -3,10 +3,9 @@ import json
 import pytest
 import torch
 
-from ffcore.checkpoint import load_checkpoint, save_checkpoint
+from ffcore.checkpoint import build_model, load_checkpoint, save_checkpoint
 from ffcore.data import load_synthetic
 from ffcore.presets import get_preset
-from ffcore.checkpoint import build_model
 from ffcore.train import fit
 
 

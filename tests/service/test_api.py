@@ -5,12 +5,13 @@ import math
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
 from service.codec import encode_frames
 from service.keys import WAKE_GROUP
-from service.wake import WakeWorker
 from service.redis_io import sync_client
+from service.wake import WakeWorker
 
 BINARY = {"content-type": "application/x-ffs-frames"}
 
@@ -121,7 +122,34 @@ def test_predict_readiness_and_model_status(client, settings):
     assert client.post("/v1/sleep/resume").status_code == 200
     assert client.post("/v1/sleep/trigger").status_code == 202
     assert client.post("/v1/checkpoint").status_code == 202
-    assert "python_info" in client.get("/metrics").text
+
+
+
+def _samples(text: str) -> dict:
+    """{(name, sorted label items): value} from a Prometheus exposition."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_frames_rejections_and_request_durations(client, settings):
+    good = client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings), _frame(settings, label=2)]})
+    assert good.status_code == 202
+    assert client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings, label=99)]}).status_code == 422
+    assert client.post("/v1/streams/cam-1/frames", content=b"junk", headers=BINARY).status_code == 400
+    m = _samples(client.get("/metrics").text)
+    assert m[("ffstream_frames_accepted_total", ())] == 2
+    assert m[("ffstream_frames_received_total", ())] == 3  # the out-of-range label was decoded, then refused
+    assert m[("ffstream_ingest_requests_rejected_total", (("reason", "bad_label"),))] == 1
+    assert m[("ffstream_ingest_requests_rejected_total", (("reason", "bad_body"),))] == 1
+    assert m[("ffstream_ingest_requests_rejected_total", (("reason", "non_finite"),))] == 0
+    assert m[("ffstream_ingest_body_bytes_count", ())] == 3
+    route = "/v1/streams/{stream_id}/frames"  # the template: a stream id is never a label
+    assert m[("ffstream_http_request_duration_seconds_count",
+              (("method", "POST"), ("route", route), ("status", "202")))] == 1
+    assert m[("ffstream_http_request_duration_seconds_count",
+              (("method", "POST"), ("route", route), ("status", "422")))] == 1
+    assert not any("cam-1" in str(labels) for _, labels in m)
+    assert m[("ffstream_process_resident_memory_bytes", ())] > 0
 
 
 def test_redis_down_answers_503_quickly(settings):

@@ -8,37 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from service.codec import encode_frames
-from service.demo import synthetic_video, wait_ready
+from service.demo import synthetic_video
 from service.embedded import free_port
+from tests.service.up import ffstream_up
 
 
 @pytest.fixture
 def system(tmp_path):
-    port = free_port()
-    env = {**os.environ, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(tmp_path), "FFS_WIDTHS": "[64, 64]",
-           "FFS_SLEEP_EVERY_S": "0.5", "FFS_SNAPSHOT_EVERY_FRAMES": "100", "FFS_DEVICE": "cpu",
-           "OMP_NUM_THREADS": "1"}
-    env.pop("FFS_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=Path(__file__).parents[2],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    if not wait_ready(client, 90):
-        proc.kill()
-        pytest.fail(f"ffstream up did not become ready in 90 s: {proc.stderr.read()[-2000:]}")
-    yield client, proc, tmp_path
-    client.close()
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)  # the whole session: up, its workers and its redis-server
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with ffstream_up(tmp_path) as up:
+        yield up.client, up.proc, tmp_path
 
 
 def _wait(predicate, timeout=60.0):

@@ -5,6 +5,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ffcore.delta import WeightDelta
 from service.keys import Keys
@@ -19,6 +21,13 @@ def _post(redis, keys, stream, value, label=-1, seq=-1):
     enqueue_frames(pipe, keys, stream, np.full((1, 196), value, np.float32), np.array([label]), np.array([seq]),
                    replay_maxlen=10_000, now=0.0)
     pipe.execute()
+
+
+def _samples(registry) -> dict[str, float]:
+    """{"name|label=value,...": value} of a registry's current exposition."""
+    text = generate_latest(registry).decode()
+    return {s.name + ("|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) if s.labels else ""): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 class RecordingWake(WakeWorker):
@@ -86,6 +95,16 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert wake.apply_negatives() == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
     assert wake.counters["negatives_applied"] == 1
+    wake.refresh_metrics()
+    w, z = _samples(wake.metrics.registry), _samples(sleep.metrics.registry)
+    assert w["ffstream_wake_frames_applied_total"] == 8 and w["ffstream_negative_updates_applied_total"] == 1
+    assert w["ffstream_queue_wait_seconds_count"] == 8 and w["ffstream_wake_update_duration_seconds_count"] == 8
+    assert w["ffstream_queue_lag_frames"] == 0 and w["ffstream_queue_pending_frames"] == 0
+    assert w["ffstream_wake_active_streams"] == 1 and w["ffstream_weight_norm|layer=0"] > 0
+    assert w["ffstream_online_goodness|layer=1"] > 0 and 0 <= w["ffstream_prequential_accuracy"] <= 1
+    assert z["ffstream_sleep_cycles_total"] == 1 and z["ffstream_sleep_negatives_generated_total"] == 8
+    separation = z["ffstream_goodness|layer=0,phase=positive"] - z["ffstream_goodness|layer=0,phase=negative"]
+    assert z["ffstream_goodness_separation|layer=0"] == pytest.approx(separation)
     # a delta computed from a snapshot that is too old is refused, and counted
     for _ in range(settings.max_delta_staleness + 1):
         wake.publish()

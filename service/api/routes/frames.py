@@ -19,16 +19,25 @@ router = APIRouter(prefix="/v1", tags=["frames"])
 BINARY_TYPE = "application/x-ffs-frames"
 
 
+class Rejected(HTTPException):
+    """A refused ingest request: the HTTP answer plus a bounded reason for the metrics."""
+
+    def __init__(self, status: int, reason: str, detail, frames: int = 0):
+        super().__init__(status, detail)
+        self.reason = reason
+        self.frames = frames  # frames decoded before the refusal (counted as received)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
+        raise Rejected(413, "body_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise HTTPException(413, f"body exceeds the limit of {limit} bytes")
+            raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -39,41 +48,43 @@ def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np
         try:
             frames, labels, seqs = decode_frames(body)
         except FrameDecodeError as e:
-            raise HTTPException(400, f"binary body: {e}") from e
+            raise Rejected(400, "bad_body", f"binary body: {e}") from e
     elif content_type.startswith("application/json") or not content_type:
         try:
             parsed = FramesIn.model_validate(json.loads(body))
         except json.JSONDecodeError as e:
-            raise HTTPException(400, f"body is not valid JSON: {e}") from e
+            raise Rejected(400, "bad_body", f"body is not valid JSON: {e}") from e
         except ValidationError as e:
-            raise HTTPException(422, e.errors(include_url=False, include_context=False)) from e
+            raise Rejected(422, "bad_body", e.errors(include_url=False, include_context=False)) from e
         n = len(parsed.frames)
         if n > settings.max_frames_per_request:
-            raise HTTPException(413, f"{n} frames in one request; the limit is {settings.max_frames_per_request}")
+            raise Rejected(413, "too_many_frames", f"{n} frames in one request; the limit is {settings.max_frames_per_request}",
+                          frames=n)
         bad = [i for i, f in enumerate(parsed.frames) if len(f.data) != settings.input_dim]
         if bad:
             i = bad[0]
-            raise HTTPException(422, f"frame {i} has {len(parsed.frames[i].data)} values; "
-                                     f"the model takes exactly {settings.input_dim}")
+            raise Rejected(422, "bad_shape", f"frame {i} has {len(parsed.frames[i].data)} values; "
+                                     f"the model takes exactly {settings.input_dim}", frames=n)
         frames = np.asarray([f.data for f in parsed.frames], dtype=np.float64)
         labels = np.asarray([-1 if f.label is None else f.label for f in parsed.frames], dtype=np.int64)
         seqs = np.asarray([-1 if f.seq is None else f.seq for f in parsed.frames], dtype=np.int64)
     else:
-        raise HTTPException(415, f"content type {content_type!r}: send application/json or {BINARY_TYPE}")
+        raise Rejected(415, "unsupported_media_type", f"content type {content_type!r}: send application/json or {BINARY_TYPE}")
     n = len(frames)
     if n > settings.max_frames_per_request:
-        raise HTTPException(413, f"{n} frames in one request; the limit is {settings.max_frames_per_request}")
+        raise Rejected(413, "too_many_frames", f"{n} frames in one request; the limit is {settings.max_frames_per_request}",
+                          frames=n)
     if frames.shape[1] != settings.input_dim:
-        raise HTTPException(422, f"frames have {frames.shape[1]} values; the model takes exactly {settings.input_dim}")
+        raise Rejected(422, "bad_shape", f"frames have {frames.shape[1]} values; the model takes exactly {settings.input_dim}")
     finite = np.isfinite(frames).all(axis=1)
     if not finite.all():
-        raise HTTPException(422, f"frame {int(np.argmin(finite))} has non-finite values (NaN or infinity)")
+        raise Rejected(422, "non_finite", f"frame {int(np.argmin(finite))} has non-finite values (NaN or infinity)", frames=n)
     if np.abs(frames).max() > 3.4e38:
-        raise HTTPException(422, "frame values must fit in float32")
+        raise Rejected(422, "non_finite", "frame values must fit in float32", frames=n)
     bad = np.nonzero((labels < -1) | (labels >= settings.num_classes))[0]
     if len(bad):
-        raise HTTPException(422, f"frame {int(bad[0])} has label {int(labels[bad[0]])}; "
-                                 f"labels are in [0, {settings.num_classes - 1}] or null")
+        raise Rejected(422, "bad_label", f"frame {int(bad[0])} has label {int(labels[bad[0]])}; "
+                                 f"labels are in [0, {settings.num_classes - 1}] or null", frames=n)
     return frames.astype(np.float32), labels, seqs
 
 
@@ -89,11 +100,20 @@ async def post_frames(
     stream_id: str = Path(pattern=STREAM_ID_PATTERN, description="letters, digits, _ . : - (1-128)"),
 ) -> FramesAccepted:
     """Append frames (with optional labels) to a stream. 202 means they are stored in Redis."""
-    body = await read_body(request, settings.max_body_bytes)
-    frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
+    metrics = request.app.state.metrics
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        metrics.body_bytes.observe(len(body))
+        frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
+    except Rejected as e:
+        metrics.rejected.labels(e.reason).inc()
+        metrics.frames_received.inc(e.frames)
+        raise
+    metrics.frames_received.inc(len(frames))
     now = time.time()
     pipe = redis.pipeline(transaction=True)
     enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, settings.replay_maxlen, now)
     results = await pipe.execute()
     positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0 : 2 * len(frames) : 2]]
+    metrics.frames_accepted.inc(len(frames))
     return FramesAccepted(accepted=len(frames), positions=positions)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from ffcore.checkpoint import from_bytes
 from ffcore.state import RecurrentState
 from service.api.deps import KeysDep, RedisDep, SettingsDep
-from service.api.schemas import PredictIn, PredictOut, Prediction
+from service.api.schemas import PredictIn, Prediction, PredictOut
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -69,4 +69,5 @@ async def predict(body: PredictIn, request: Request, settings: SettingsDep, redi
             raise HTTPException(404, f"stream {body.stream_id!r} has no recurrent state yet")
         state = RecurrentState.from_bytes(blob)
     predictions = await run_in_threadpool(_predict, model, frames.astype(np.float32), state)
+    request.app.state.metrics.predictions.inc(len(predictions))
     return PredictOut(model_version=version, predictions=predictions)
