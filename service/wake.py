@@ -117,6 +117,7 @@ class WakeWorker:
         self.version = int(progress["version"])
         self.frames_seen = int(progress["frames_seen"])
         self.negatives_cursor = progress.get("negatives_cursor", "0-0")
+        self.metrics.checkpoint_time.set(meta_path.stat().st_mtime)
         log.info("resumed from %s at version %d, %d frames seen", self.checkpoint_dir, self.version, self.frames_seen)
 
     def checkpoint(self) -> None:
@@ -134,6 +135,8 @@ class WakeWorker:
 
     def setup(self) -> None:
         self.resume()
+        if not (self.checkpoint_dir / "progress.json").is_file():
+            self.checkpoint()  # a checkpoint exists from the start: a crash never loses the config
         try:
             self.redis.xgroup_create(self.keys.frames, WAKE_GROUP, id="0", mkstream=True)
         except Exception as e:  # BUSYGROUP: the group exists already, which is what we want
