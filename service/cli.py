@@ -60,11 +60,15 @@ def api():
 @app.command()
 def wake():
     """Run the wake worker (positive phase; owns the weights)."""
-    from service.wake import main
+    from service.wake import WakeError, main
 
     settings = _settings()
     _logging(settings.log_level)
-    main(settings)
+    try:
+        main(settings)
+    except WakeError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -113,7 +113,14 @@ class WakeWorker:
         if not meta_path.is_file():
             return
         progress = json.loads(meta_path.read_text())
-        self.model = load_checkpoint(self.checkpoint_dir / "model", self.device)
+        model = load_checkpoint(self.checkpoint_dir / "model", self.device)
+        want, have = self.model.config, model.config
+        shape = lambda c: (c.input_dim, c.num_classes, tuple(c.widths))  # noqa: E731
+        if shape(want) != shape(have):
+            raise WakeError(f"the checkpoint in {self.checkpoint_dir} is a {have.input_dim}-{list(have.widths)}-"
+                            f"{have.num_classes} net but the settings ask for {want.input_dim}-{list(want.widths)}-"
+                            f"{want.num_classes}: point FFS_CHECKPOINT_DIR at a new folder to start afresh")
+        self.model = model
         self.version = int(progress["version"])
         self.frames_seen = int(progress["frames_seen"])
         self.negatives_cursor = progress.get("negatives_cursor", "0-0")

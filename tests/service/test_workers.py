@@ -12,7 +12,7 @@ from ffcore.delta import WeightDelta
 from service.keys import Keys
 from service.redis_io import enqueue_frames, sync_client
 from service.sleep import SleepWorker
-from service.wake import WakeWorker
+from service.wake import WakeError, WakeWorker
 
 
 def _post(redis, keys, stream, value, label=-1, seq=-1):
@@ -179,3 +179,10 @@ def test_idle_streams_are_evicted_and_their_state_saved_or_dropped(settings, syn
         assert not torch.equal(fresh.activities[0], last.activities[0])
     else:
         assert saved == {} and sync_redis.get(keys.stream_state("a")) is None
+
+
+def test_a_checkpoint_of_another_shape_is_refused_clearly(settings, sync_redis):
+    WakeWorker(settings, sync_client(settings)).setup()  # writes a checkpoint of the 32-32 net
+    wider = settings.model_copy(update={"widths": [48, 48]})
+    with pytest.raises(WakeError, match=r"settings ask for 196-\[48, 48\]-10: point FFS_CHECKPOINT_DIR"):
+        WakeWorker(wider, sync_client(wider)).setup()
