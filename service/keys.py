@@ -53,5 +53,12 @@ class Keys:
     def stream(self, stream_id: str) -> str:  # hash: received, applied, labeled, correct, accuracy
         return f"{self.prefix}:stream:{stream_id}"
 
+    @property
+    def streams(self) -> str:  # set of every stream id accepted (the stream limit counts it)
+        return f"{self.prefix}:streams"
+
+    def stream_rate(self, stream_id: str, second: int) -> str:  # frames of a stream in one second
+        return f"{self.prefix}:rate:{stream_id}:{second}"
+
     def stream_state(self, stream_id: str) -> str:  # safetensors bytes of the stream's recurrent state
         return f"{self.prefix}:state:{stream_id}"

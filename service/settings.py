@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- HTTP API ---
+    # Keys for writes (frames, sleep controls, checkpoints), as a JSON list: FFS_API_KEYS='["k1","k2"]'.
+    # Empty: no keys, which is safe only on loopback (the default host).
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    predict_requires_key: bool = False
+    max_streams: int = Field(10_000, ge=1, description="distinct stream ids accepted (429 beyond)")
+    max_stream_fps: float = Field(1000.0, gt=0, description="frames per second per stream (429 beyond)")
+    max_queue_lag_frames: int = Field(100_000, ge=1, description="ingest answers 503 while the lag is above this")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (metrics merged across them)")
@@ -59,7 +66,10 @@ class Settings(BaseSettings):
     evicted_state: Literal["drop", "save"] = Field(
         "drop", description="save: keep an evicted stream's recurrent state in Redis and resume from it")
     checkpoint_dir: str = "runs/service"
-    checkpoint_every_s: float = Field(60.0, gt=0)
+    # Frames are acknowledged when a checkpoint includes them (exactly once across crashes), so
+    # checkpoints are frequent: they bound the pending list and the work redone after a crash.
+    checkpoint_every_s: float = Field(10.0, gt=0)
+    checkpoint_every_frames: int = Field(20_000, ge=1, description="also checkpoint after this many frames")
     heartbeat_ttl_s: float = Field(10.0, gt=0)
     accuracy_window: int = Field(200, ge=1, description="frames in the rolling prequential accuracy")
 
@@ -81,6 +91,8 @@ class Settings(BaseSettings):
                 f"redis_socket_timeout_s ({self.redis_socket_timeout_s}s) must exceed wake_block_ms "
                 f"({self.wake_block_ms}ms), or blocking reads time out"
             )
+        if any(len(k.get_secret_value()) < 16 for k in self.api_keys):
+            raise ValueError("api_keys must be at least 16 characters each")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
         return self

@@ -3,15 +3,21 @@ positive update per frame, and applies the sleep worker's negative updates betwe
 
 Frames come from a Redis Stream through a consumer group. Each step advances every stream that
 has a pending frame by exactly one frame, so per-stream order holds while many streams share one
-tensor step. A frame is acknowledged only after its update is applied; on start the worker first
-re-reads its own pending entries (delivery is at least once: a crash between applying and
-acknowledging re-applies those frames once more after restart).
+tensor step.
+
+Delivery is exactly once relative to checkpoints. A frame is acknowledged only once a checkpoint
+holds the weights it changed, together with each stream's applied count and last applied entry
+id. After a crash the worker resumes from that checkpoint and re-reads its pending entries:
+those the checkpoint already includes (id <= the stream's last applied id) are skipped, the
+others are applied again to the restored weights, so every accepted frame ends up in the
+weights once and Redis's per-stream applied count equals the accepted count.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import time
 from collections import OrderedDict, deque
@@ -92,6 +98,9 @@ class WakeWorker:
         self.frames_seen = 0
         self.streams = StreamTable()
         self.negatives_cursor = "0-0"
+        self.applied: dict[str, int] = {}  # frames applied per stream (all time), checkpointed
+        self.last_ids: dict[str, str] = {}  # newest applied entry id per stream, checkpointed
+        self.unacked: list[bytes] = []  # applied, waiting for the next checkpoint to be acknowledged
         self.counters = {"steps": 0, "frames_applied": 0, "negatives_applied": 0, "negatives_rejected_stale": 0,
                          "negatives_rejected_invalid": 0}
         self._frames_since_snapshot = 0
@@ -107,13 +116,17 @@ class WakeWorker:
     def checkpoint_dir(self) -> Path:
         return Path(self.settings.checkpoint_dir) / "wake"
 
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.checkpoint_dir / "LATEST"
+        return self.checkpoint_dir / pointer.read_text().strip() if pointer.is_file() else None
+
     def resume(self) -> None:
         """Continue from the last checkpoint on disk, if there is one."""
-        meta_path = self.checkpoint_dir / "progress.json"
-        if not meta_path.is_file():
+        folder = self.latest_checkpoint()
+        if folder is None:
             return
-        progress = json.loads(meta_path.read_text())
-        model = load_checkpoint(self.checkpoint_dir / "model", self.device)
+        progress = json.loads((folder / "progress.json").read_text())
+        model = load_checkpoint(folder / "model", self.device)
         want, have = self.model.config, model.config
         shape = lambda c: (c.input_dim, c.num_classes, tuple(c.widths))  # noqa: E731
         if shape(want) != shape(have):
@@ -123,26 +136,52 @@ class WakeWorker:
         self.model = model
         self.version = int(progress["version"])
         self.frames_seen = int(progress["frames_seen"])
-        self.negatives_cursor = progress.get("negatives_cursor", "0-0")
-        self.metrics.checkpoint_time.set(meta_path.stat().st_mtime)
-        log.info("resumed from %s at version %d, %d frames seen", self.checkpoint_dir, self.version, self.frames_seen)
+        self.negatives_cursor = progress["negatives_cursor"]
+        self.applied = {k: int(v) for k, v in progress["applied"].items()}
+        self.last_ids = dict(progress["last_ids"])
+        # Redis's applied counts go back to what these weights include; re-reading the pending
+        # frames brings them forward again, each frame once.
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, n in self.applied.items():
+            pipe.hset(self.keys.stream(stream), "applied", n)
+        pipe.hset(self.keys.model, "frames_applied", sum(self.applied.values()))
+        pipe.execute()
+        self.metrics.checkpoint_time.set((folder / "progress.json").stat().st_mtime)
+        log.info("resumed from %s at version %d, %d frames seen", folder, self.version, self.frames_seen)
 
     def checkpoint(self) -> None:
-        """Weights (safetensors + JSON) and progress, written atomically enough: model then progress."""
-        save_checkpoint(self.model, self.checkpoint_dir / "model")
-        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor}
-        tmp = self.checkpoint_dir / "progress.json.tmp"
-        tmp.write_text(json.dumps(progress))
-        tmp.replace(self.checkpoint_dir / "progress.json")
+        """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
+        replacing the LATEST pointer; then the frames it includes are acknowledged."""
+        name = f"ckpt-{time.time_ns()}"
+        tmp = self.checkpoint_dir / f"{name}.tmp"
+        save_checkpoint(self.model, tmp / "model")
+        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
+                    "applied": self.applied, "last_ids": self.last_ids}
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        tmp.rename(self.checkpoint_dir / name)
+        pointer = self.checkpoint_dir / "LATEST.tmp"
+        pointer.write_text(name)
+        pointer.replace(self.checkpoint_dir / "LATEST")
+        for old in self.checkpoint_dir.glob("ckpt-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.unacked:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(self.keys.frames, WAKE_GROUP, *self.unacked)
+            # Entries up to the newest one acknowledged are done with (one consumer reading in
+            # order): trim them, or the stream would hold every frame ever posted.
+            pipe.xtrim(self.keys.frames, minid=max(self.unacked, key=entry_id_order), approximate=False)
+            pipe.execute()
+            self.unacked = []
         self._last_checkpoint = time.monotonic()
         now = time.time()
         self.redis.hset(self.keys.model, mapping={"checkpoint_time": now})
         self.metrics.checkpoint_time.set(now)
-        log.info("checkpoint written at version %d", self.version)
+        log.info("checkpoint %s written at version %d", name, self.version)
 
     def setup(self) -> None:
         self.resume()
-        if not (self.checkpoint_dir / "progress.json").is_file():
+        if self.latest_checkpoint() is None:
             self.checkpoint()  # a checkpoint exists from the start: a crash never loses the config
         try:
             self.redis.xgroup_create(self.keys.frames, WAKE_GROUP, id="0", mkstream=True)
@@ -161,21 +200,37 @@ class WakeWorker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self.setup()
-        # First re-read what this consumer was given but never acknowledged (a crash mid-batch).
-        self.poll(pending=True)
+        self.recover()
         while self.running:
             self.poll(pending=False)
         self.checkpoint()
 
-    def poll(self, pending: bool) -> int:
-        """One round: negatives, then frames (pending or new), then housekeeping. Returns frames applied."""
+    def recover(self) -> int:
+        """Re-read every entry this consumer was given but never acknowledged (those after the last
+        checkpoint, from before a crash), in order. Returns the frames applied again."""
+        cursor, applied = "0", 0
+        while True:
+            reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: cursor},
+                                          count=self.settings.wake_read_count)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                break
+            cursor = entries[-1][0]
+            applied += self.process(entries)
+            self.housekeeping()
+        if applied:
+            log.info("recovered %d frames delivered before a restart", applied)
+        return applied
+
+    def poll(self, pending: bool = False) -> int:
+        """One round: negatives, then frames (``pending``: all those delivered before a restart;
+        else new ones), then housekeeping. Returns frames applied."""
+        if pending:
+            return self.recover()
         self.apply_negatives()
-        block = None if pending else self.settings.wake_block_ms
-        reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: "0" if pending else ">"},
-                                      count=self.settings.wake_read_count, block=block)
-        entries = reply[0][1] if reply else []
-        entries = [(eid, fields) for eid, fields in entries if fields]  # acknowledged-then-trimmed entries are empty
-        applied = self.process(entries) if entries else 0
+        reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: ">"},
+                                      count=self.settings.wake_read_count, block=self.settings.wake_block_ms)
+        applied = self.process(reply[0][1] if reply else [])
         self.housekeeping()
         return applied
 
@@ -187,8 +242,9 @@ class WakeWorker:
         if (self._negatives_since_snapshot or self._frames_since_snapshot >= self.settings.snapshot_every_frames
                 or (self._frames_since_snapshot and now - self._last_snapshot >= self.settings.snapshot_every_s)):
             self.publish()
-        if self.redis.getdel(self.keys.checkpoint_request) is not None or \
-                now - self._last_checkpoint >= self.settings.checkpoint_every_s:
+        if (self.redis.getdel(self.keys.checkpoint_request) is not None
+                or now - self._last_checkpoint >= self.settings.checkpoint_every_s
+                or len(self.unacked) >= self.settings.checkpoint_every_frames):
             self.checkpoint()
         if now - self._last_metrics >= 1.0:
             self.refresh_metrics()
@@ -222,12 +278,22 @@ class WakeWorker:
 
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
-        """Apply a batch of frame entries: step k advances every stream that has a k-th frame."""
+        """Apply a batch of frame entries: step k advances every stream that has a k-th frame.
+        Entries a checkpoint already includes are skipped. Returns the frames applied."""
         per_stream: OrderedDict[str, list] = OrderedDict()
         now = time.time()
         for eid, fields in entries:
+            self.unacked.append(eid)  # acknowledged with the next checkpoint, applied or skipped
+            if not fields:  # an entry deleted from the stream while pending: nothing to apply
+                continue
+            stream = fields[b"stream"].decode()
+            last = self.last_ids.get(stream)
+            if last is not None and entry_id_order(eid) <= entry_id_order(last):
+                continue  # already in the checkpointed weights
             self.metrics.queue_wait_seconds.observe(max(now - float(fields.get(b"t", now)), 0.0))
-            per_stream.setdefault(fields[b"stream"].decode(), []).append((eid, fields))
+            per_stream.setdefault(stream, []).append((eid, fields))
+        if not per_stream:
+            return 0
         depth = max(len(v) for v in per_stream.values())
         stats = {}
         for k in range(depth):
@@ -237,20 +303,20 @@ class WakeWorker:
             self.metrics.update_seconds.observe(time.perf_counter() - start)
         for key, value in stats.items():  # g_pos_<layer>: the last labeled step's mean goodness
             self.metrics.goodness.labels(key.rsplit("_", 1)[1]).set(value)
+        applied = sum(len(items) for items in per_stream.values())
         pipe = self.redis.pipeline(transaction=False)
         for s, items in per_stream.items():
-            pipe.hincrby(self.keys.stream(s), "applied", len(items))
+            self.applied[s] = self.applied.get(s, 0) + len(items)
+            last_id = items[-1][0]
+            self.last_ids[s] = last_id.decode() if isinstance(last_id, bytes) else last_id
+            pipe.hset(self.keys.stream(s), "applied", self.applied[s])
             hits = self.streams.hits.get(s)
             if hits:
                 pipe.hset(self.keys.stream(s), "accuracy", sum(hits) / len(hits))
         pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
-        pipe.hincrby(self.keys.model, "frames_applied", len(entries))
-        pipe.xack(self.keys.frames, WAKE_GROUP, *[eid for eid, _ in entries])
-        # Entries up to the newest one applied are done with (one consumer, reading in order):
-        # trim them, or the stream would hold every frame ever posted.
-        pipe.xtrim(self.keys.frames, minid=max((eid for eid, _ in entries), key=entry_id_order), approximate=False)
+        pipe.hincrby(self.keys.model, "frames_applied", applied)
         pipe.execute()
-        return len(entries)
+        return applied
 
     def step(self, ids: list[str], fields: list[dict]) -> dict:
         """One damped synchronous iteration for these streams, each advanced by one frame, with

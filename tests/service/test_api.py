@@ -186,3 +186,71 @@ def test_no_pickle_in_any_redis_payload(client, settings, sync_redis):
         assert not v.startswith(b"\x80"), "a pickle protocol header in Redis"
         assert b"torch._utils" not in v and b"cnumpy" not in v
     assert sync_redis.xinfo_groups(f"{settings.key_prefix}:frames:0")[0]["name"].decode() == WAKE_GROUP
+
+
+KEY = "k" * 16 + "-first"
+
+
+def _client_with(settings, **changes):
+    return TestClient(create_app(settings.model_copy(update=changes)))
+
+
+def test_writes_need_a_valid_key_compared_in_constant_time(settings, sync_redis, caplog):
+    from pydantic import SecretStr
+
+    keys = [SecretStr(KEY), SecretStr("s" * 16 + "-second")]
+    url = "/v1/streams/cam-1/frames"
+    body = {"frames": [_frame(settings, 0.5, 1)]}
+    with _client_with(settings, api_keys=keys) as c:
+        r = c.post(url, json=body)
+        assert r.status_code == 401 and "API key is required" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert c.post(url, json=body, headers={"X-API-Key": "wrong" * 4}).status_code == 403
+        assert c.post(url, json=body, headers={"X-API-Key": KEY}).status_code == 202
+        assert c.post(url, json=body, headers={"Authorization": "Bearer " + "s" * 16 + "-second"}).status_code == 202
+        for path in ("/v1/sleep/pause", "/v1/sleep/resume", "/v1/sleep/trigger", "/v1/checkpoint"):
+            assert c.post(path).status_code == 401, path
+            assert c.post(path, headers={"X-API-Key": KEY}).status_code in (200, 202), path
+        assert c.post("/v1/predict", json={"frames": [[0.5] * 196]}).status_code != 401  # predict is open by default
+        m = _samples(c.get("/metrics").text)
+        assert m[("ffstream_ingest_requests_rejected_total", (("reason", "unauthorized"),))] == 1
+        assert m[("ffstream_ingest_requests_rejected_total", (("reason", "forbidden"),))] == 1
+    with _client_with(settings, api_keys=keys, predict_requires_key=True) as c:
+        assert c.post("/v1/predict", json={"frames": [[0.5] * 196]}).status_code == 401
+    assert sync_redis.xlen(f"{settings.key_prefix}:frames:0") == 2  # only the two authorized requests
+    assert KEY not in repr(settings.model_copy(update={"api_keys": keys})) and KEY not in caplog.text
+
+
+def test_short_keys_are_refused_at_start_up():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(api_keys=["short"])
+
+
+def test_stream_count_and_per_stream_rate_limits_answer_429(settings, sync_redis):
+    with _client_with(settings, max_streams=2, max_stream_fps=5) as c:
+        assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)] * 4}).status_code == 202
+        assert c.post("/v1/streams/b/frames", json={"frames": [_frame(settings)]}).status_code == 202
+        r = c.post("/v1/streams/c/frames", json={"frames": [_frame(settings)]})
+        assert r.status_code == 429 and "2 streams" in r.json()["detail"]
+        assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]}).status_code in (202, 429)
+        r = c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)] * 4})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and "frames/s" in r.json()["detail"]
+        m = _samples(c.get("/metrics").text)
+        assert m[("ffstream_ingest_requests_rejected_total", (("reason", "too_many_streams"),))] == 1
+        assert m[("ffstream_ingest_requests_rejected_total", (("reason", "rate_limited"),))] >= 1
+    assert sync_redis.scard(f"{settings.key_prefix}:streams") == 2
+
+
+def test_ingest_answers_503_with_retry_after_when_the_learner_is_too_far_behind(settings, sync_redis):
+    sync_redis.hset(f"{settings.key_prefix}:model", mapping={"frames_received": 1000, "frames_applied": 100})
+    with _client_with(settings, max_queue_lag_frames=500) as c:
+        r = c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "2" and "900 frames behind" in r.json()["detail"]
+    assert sync_redis.xlen(f"{settings.key_prefix}:frames:0") == 0  # nothing stored, nothing to lose
+    sync_redis.hset(f"{settings.key_prefix}:model", "frames_applied", 1000)
+    with _client_with(settings, max_queue_lag_frames=500) as c:
+        assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]}).status_code == 202

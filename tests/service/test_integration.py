@@ -1,6 +1,7 @@
 """The real system end to end: `ffstream up` (a private redis-server, the API under uvicorn, the
 wake and sleep workers as separate processes), driven over HTTP on loopback."""
 
+import json
 import os
 import signal
 import subprocess
@@ -67,7 +68,9 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     # SIGTERM stops everything cleanly; the wake worker checkpoints on the way out
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
-    assert (checkpoint_dir / "wake" / "progress.json").is_file()
+    latest = (checkpoint_dir / "wake" / "LATEST").read_text()
+    progress = json.loads((checkpoint_dir / "wake" / latest / "progress.json").read_text())
+    assert progress["applied"] == {f"v{s}": 400 for s in range(streams)}  # every accepted frame, once
 
 
 def test_replay_streams_an_idx_dataset_and_reports_accuracy_over_time(tmp_path):

@@ -61,6 +61,8 @@ def test_interleaved_streams_keep_their_order_and_share_steps(settings, sync_red
         assert seqs == sorted(seqs) and len(seqs) == (2 if stream == "c" else 4)
     assert all(len({s for s, _ in call}) == len(call) for call in worker.calls)
     assert sync_redis.hget(keys.stream("a"), "applied") == b"4"
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 10  # acknowledged by the next checkpoint
+    worker.checkpoint()
     assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
 
 
@@ -78,8 +80,42 @@ def test_frames_are_acked_only_after_being_applied(settings, sync_redis):
     restarted.setup()
     assert restarted.poll(pending=True) == 3  # re-reads its pending entries first
     assert [c[0][1] for c in restarted.calls] == [0, 1, 2]
-    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
     assert sync_redis.hget(keys.stream("a"), "applied") == b"3"
+    restarted.checkpoint()
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
+
+
+def test_a_crash_redoes_exactly_the_frames_after_the_last_checkpoint(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(3):
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    first = RecordingWake(settings, sync_client(settings))
+    first.setup()
+    first.poll()
+    first.checkpoint()  # includes frames 0-2: acknowledged
+    for seq in range(3, 6):
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    _post(sync_redis, keys, "b", 0.5, label=2, seq=0)
+    first.poll()  # applied, not yet in a checkpoint: then the worker dies (no checkpoint, no ack)
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"6"
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 4
+
+    second = RecordingWake(settings, sync_client(settings))
+    second.setup()  # weights and counts of the checkpoint
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"3"
+    assert second.poll(pending=True) == 4
+    redone = sorted((s, seq) for call in second.calls for s, seq in call)
+    assert redone == [("a", 3), ("a", 4), ("a", 5), ("b", 0)]  # each frame after the checkpoint, once
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"6" and sync_redis.hget(keys.stream("b"), "applied") == b"1"
+    # a crash between writing a checkpoint and acknowledging: the re-read frames are all skipped
+    second.unacked, kept = [], list(second.unacked)
+    second.checkpoint()
+    third = RecordingWake(settings, sync_client(settings))
+    third.setup()
+    assert third.poll(pending=True) == 0 and third.calls == []
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"6"
+    third.checkpoint()
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0 and kept
 
 
 def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, sync_redis):
@@ -99,7 +135,7 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     w, z = _samples(wake.metrics.registry), _samples(sleep.metrics.registry)
     assert w["ffstream_wake_frames_applied_total"] == 8 and w["ffstream_negative_updates_applied_total"] == 1
     assert w["ffstream_queue_wait_seconds_count"] == 8 and w["ffstream_wake_update_duration_seconds_count"] == 8
-    assert w["ffstream_queue_lag_frames"] == 0 and w["ffstream_queue_pending_frames"] == 0
+    assert w["ffstream_queue_lag_frames"] == 0 and w["ffstream_queue_pending_frames"] == 8  # until a checkpoint
     assert w["ffstream_wake_active_streams"] == 1 and w["ffstream_weight_norm|layer=0"] > 0
     assert w["ffstream_online_goodness|layer=1"] > 0 and 0 <= w["ffstream_prequential_accuracy"] <= 1
     assert z["ffstream_sleep_cycles_total"] == 1 and z["ffstream_sleep_negatives_generated_total"] == 8

@@ -6,11 +6,13 @@ import json
 import time
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request, Security
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn
+from service.api.security import API_KEY_HEADER, check_key
 from service.codec import FrameDecodeError, decode_frames
 from service.redis_io import enqueue_frames
 from service.settings import Settings
@@ -22,8 +24,10 @@ BINARY_TYPE = "application/x-ffs-frames"
 class Rejected(HTTPException):
     """A refused ingest request: the HTTP answer plus a bounded reason for the metrics."""
 
-    def __init__(self, status: int, reason: str, detail, frames: int = 0):
-        super().__init__(status, detail)
+    def __init__(self, status: int, reason: str, detail, frames: int = 0, retry_after: int | None = None,
+                 headers: dict | None = None):
+        headers = {**(headers or {}), **({"Retry-After": str(retry_after)} if retry_after else {})}
+        super().__init__(status, detail, headers or None)
         self.reason = reason
         self.frames = frames  # frames decoded before the refusal (counted as received)
 
@@ -34,11 +38,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, "body_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nothing was accepted; the client is gone and sees no answer
+        raise Rejected(400, "bad_body", "the client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 
@@ -88,7 +95,39 @@ def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np
     return frames.astype(np.float32), labels, seqs
 
 
-@router.post("/streams/{stream_id}/frames", status_code=202, response_model=FramesAccepted,
+def authorize(request: Request) -> None:
+    try:
+        check_key(request)
+    except HTTPException as e:
+        reason = "unauthorized" if e.status_code == 401 else "forbidden"
+        raise Rejected(e.status_code, reason, e.detail, headers=e.headers) from None
+
+
+async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str) -> int:
+    """Refuse before reading the body when the queue is too far behind (503), the stream would be
+    one too many (429), or the stream has used its frames for this second (429). Returns the
+    frames this stream already sent in the current second. Concurrent requests of one stream
+    can pass the rate limit together by up to one request each."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(keys.model, ["frames_received", "frames_applied"])
+    pipe.sismember(keys.streams, stream_id)
+    pipe.scard(keys.streams)
+    pipe.get(rate_key)
+    (received, applied), known, count, used = await pipe.execute()
+    lag = int(received or 0) - int(applied or 0)
+    if lag >= settings.max_queue_lag_frames:
+        raise Rejected(503, "backpressure", f"the learner is {lag} frames behind (limit "
+                       f"{settings.max_queue_lag_frames}): retry later", retry_after=2)
+    if not known and count >= settings.max_streams:
+        raise Rejected(429, "too_many_streams", f"the service already has {count} streams, its limit")
+    used = int(used or 0)
+    if used >= settings.max_stream_fps:
+        raise Rejected(429, "rate_limited", f"stream {stream_id!r} sent {used} frames this second; the limit is "
+                       f"{settings.max_stream_fps:g} frames/s", retry_after=1)
+    return used
+
+
+@router.post("/streams/{stream_id}/frames", dependencies=[Security(API_KEY_HEADER)], status_code=202, response_model=FramesAccepted,
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FramesIn.model_json_schema()},
                  BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
@@ -101,7 +140,11 @@ async def post_frames(
 ) -> FramesAccepted:
     """Append frames (with optional labels) to a stream. 202 means they are stored in Redis."""
     metrics = request.app.state.metrics
+    now = time.time()
+    rate_key = keys.stream_rate(stream_id, int(now))
     try:
+        authorize(request)
+        used = await admit(redis, keys, settings, stream_id, rate_key)
         body = await read_body(request, settings.max_body_bytes)
         metrics.body_bytes.observe(len(body))
         frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
@@ -110,9 +153,15 @@ async def post_frames(
         metrics.frames_received.inc(e.frames)
         raise
     metrics.frames_received.inc(len(frames))
-    now = time.time()
+    if used + len(frames) > settings.max_stream_fps:
+        metrics.rejected.labels("rate_limited").inc()
+        raise Rejected(429, "rate_limited", f"{len(frames)} more frames would pass this stream's limit of "
+                       f"{settings.max_stream_fps:g} frames/s", frames=len(frames), retry_after=1)
     pipe = redis.pipeline(transaction=True)
     enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, settings.replay_maxlen, now)
+    pipe.sadd(keys.streams, stream_id)
+    pipe.incrby(rate_key, len(frames))
+    pipe.expire(rate_key, 2)
     results = await pipe.execute()
     positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0 : 2 * len(frames) : 2]]
     metrics.frames_accepted.inc(len(frames))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Security
 
 from service.api.deps import KeysDep, RedisDep
 from service.api.schemas import Ack, ModelOut, SleepStatus
+from service.api.security import API_KEY_HEADER, require_key
 
 router = APIRouter(prefix="/v1", tags=["model"])
+WRITE = [Depends(require_key), Security(API_KEY_HEADER)]
 
 
 @router.get("/model", response_model=ModelOut)
@@ -27,25 +29,25 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                     device=m[b"device"].decode() if b"device" in m else None, sleep=sleep)
 
 
-@router.post("/sleep/pause", response_model=Ack)
+@router.post("/sleep/pause", response_model=Ack, dependencies=WRITE)
 async def pause_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.hset(keys.sleep, "paused", 1)
     return Ack(detail="sleep paused: no negative updates until resumed")
 
 
-@router.post("/sleep/resume", response_model=Ack)
+@router.post("/sleep/resume", response_model=Ack, dependencies=WRITE)
 async def resume_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.hset(keys.sleep, "paused", 0)
     return Ack(detail="sleep resumed")
 
 
-@router.post("/sleep/trigger", response_model=Ack, status_code=202)
+@router.post("/sleep/trigger", response_model=Ack, status_code=202, dependencies=WRITE)
 async def trigger_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.set(keys.sleep_trigger, 1)
     return Ack(detail="a sleep cycle will run now (even when paused)")
 
 
-@router.post("/checkpoint", response_model=Ack, status_code=202)
+@router.post("/checkpoint", response_model=Ack, status_code=202, dependencies=WRITE)
 async def checkpoint(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.set(keys.checkpoint_request, 1)
     return Ack(detail="the wake worker will write a checkpoint after its current step")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from starlette.concurrency import run_in_threadpool
 
 from ffcore.checkpoint import from_bytes
 from ffcore.state import RecurrentState
 from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import PredictIn, Prediction, PredictOut
+from service.api.security import API_KEY_HEADER, require_key_for_predict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -48,7 +49,8 @@ def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Pr
             for p, g in zip(probs, goodness)]
 
 
-@router.post("/predict", response_model=PredictOut)
+@router.post("/predict", response_model=PredictOut,
+             dependencies=[Depends(require_key_for_predict), Security(API_KEY_HEADER)])
 async def predict(body: PredictIn, request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
     """Probabilities (softmax readout) and goodness per label (averaged over iterations 3-5 with
     each label clamped on top); the label is the most probable one."""
