@@ -5,8 +5,8 @@ errors and the server-side split of queue wait vs compute. Loopback only, bounde
     python loadtests/scenario.py --users 5 9 17 33 49 --seconds 20
 
 Each level runs one viewer and users-1 cameras, each camera its own stream at 25 frames/s.
-A level counts as sustained when the wake worker keeps up: the lag at its end is under one
-second of applied frames.
+A level counts as sustained when the wake worker keeps up: the lag at its end is at most two
+seconds of applied frames (the requests in flight), not a queue that grows.
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def locust_stats(prefix: Path) -> dict[str, dict]:
     return rows
 
 
+def sustained(end_lag: float, applied_rate: float) -> bool:
+    return end_lag <= max(2 * applied_rate, 1.0)
+
+
 def run_level(users: int, seconds: int, api: str, wake_metrics: str, workdir: Path) -> dict:
     before = scrape(wake_metrics)
     lags: list[float] = []
@@ -86,7 +90,7 @@ def run_level(users: int, seconds: int, api: str, wake_metrics: str, workdir: Pa
         time.sleep(1)
     return {"users": users, "seconds": elapsed, "frames_applied_per_s": applied_rate,
             "lag_max_frames": max(lags, default=0.0), "lag_end_frames": end_lag,
-            "sustained": end_lag <= max(applied_rate, 1.0),
+            "sustained": sustained(end_lag, applied_rate),
             "queue_wait_mean_s": mean("ffstream_queue_wait_seconds"),
             "step_compute_mean_s": mean("ffstream_wake_update_duration_seconds"),
             "drain_s": time.perf_counter() - drain_start,

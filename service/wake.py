@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 CONSUMER = "wake-0"
 
 
+def _shape(config) -> tuple:
+    return config.input_dim, config.num_classes, tuple(config.widths)
+
+
 class WakeError(RuntimeError):
     """The wake worker cannot go on."""
 
@@ -128,8 +132,7 @@ class WakeWorker:
         progress = json.loads((folder / "progress.json").read_text())
         model = load_checkpoint(folder / "model", self.device)
         want, have = self.model.config, model.config
-        shape = lambda c: (c.input_dim, c.num_classes, tuple(c.widths))  # noqa: E731
-        if shape(want) != shape(have):
+        if _shape(want) != _shape(have):
             raise WakeError(f"the checkpoint in {self.checkpoint_dir} is a {have.input_dim}-{list(have.widths)}-"
                             f"{have.num_classes} net but the settings ask for {want.input_dim}-{list(want.widths)}-"
                             f"{want.num_classes}: point FFS_CHECKPOINT_DIR at a new folder to start afresh")

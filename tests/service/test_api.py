@@ -131,7 +131,7 @@ def _samples(text: str) -> dict:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_metrics_count_frames_rejections_and_request_durations(client, settings):
+def test_metrics_count_frames_rejections_and_request_durations(client, settings, sync_redis):
     good = client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings), _frame(settings, label=2)]})
     assert good.status_code == 202
     assert client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings, label=99)]}).status_code == 422
@@ -150,6 +150,7 @@ def test_metrics_count_frames_rejections_and_request_durations(client, settings)
               (("method", "POST"), ("route", route), ("status", "422")))] == 1
     assert not any("cam-1" in str(labels) for _, labels in m)
     assert m[("ffstream_process_resident_memory_bytes", ())] > 0
+    assert sync_redis.xlen(f"{settings.key_prefix}:frames:0") == 2  # refused requests stored nothing
 
 
 def test_redis_down_answers_503_quickly(settings):
