@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 2**20, ge=1024)
 
     # --- the model (a recurrent FF net; see ffcore.recurrent) ---
+    # supervised: positive updates with the true label on top, negatives with wrong labels.
+    # unsupervised: every frame learns with the neutral label; negatives are hybrid frames (paper
+    # 3.2); labels, where given, only train the linear readout.
+    mode: Literal["supervised", "unsupervised"] = "supervised"
+    frame_shape: list[int] | None = Field(None, description="(height, width) for hybrid masks; default: square")
     input_dim: int = Field(196, ge=2, le=1_000_000)
     num_classes: int = Field(10, ge=2, le=100_000)
     widths: list[int] = Field(default_factory=lambda: [256, 256])
@@ -91,8 +96,23 @@ class Settings(BaseSettings):
                 f"redis_socket_timeout_s ({self.redis_socket_timeout_s}s) must exceed wake_block_ms "
                 f"({self.wake_block_ms}ms), or blocking reads time out"
             )
+        if self.frame_shape is not None and (len(self.frame_shape) != 2 or min(self.frame_shape) < 1
+                                             or self.frame_shape[0] * self.frame_shape[1] != self.input_dim):
+            raise ValueError(f"frame_shape {self.frame_shape} must be [height, width] with height * width = "
+                             f"input_dim ({self.input_dim})")
+        if self.mode == "unsupervised" and self.frame_shape is None and round(self.input_dim**0.5) ** 2 != self.input_dim:
+            raise ValueError(f"unsupervised mode makes hybrid frames from 2-D masks: input_dim {self.input_dim} "
+                             "is not square, so set frame_shape [height, width]")
         if any(len(k.get_secret_value()) < 16 for k in self.api_keys):
             raise ValueError("api_keys must be at least 16 characters each")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
         return self
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """The frame as an image (for hybrid masks): frame_shape, or a square."""
+        if self.frame_shape is not None:
+            return self.frame_shape[0], self.frame_shape[1]
+        side = round(self.input_dim**0.5)
+        return side, self.input_dim // side

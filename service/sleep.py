@@ -1,5 +1,6 @@
 """The sleep worker: on a schedule, loads the latest weight snapshot, replays recent frames,
-generates negative data (wrong labels drawn from the snapshot's own predictions) and pushes the
+generates negative data (supervised: wrong labels drawn from the snapshot's own predictions;
+unsupervised: hybrid frames, two replayed frames mixed through a blurred mask) and pushes the
 negative-phase update, as a compact weight delta tagged with its snapshot version, onto a Redis
 queue for the wake worker. It can be paused, to watch "sleep deprivation" in the metrics."""
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from ffcore.delta import WeightDelta
+from ffcore.negatives import hybrid_images
 from service import model as model_io
 from service.keys import Keys
 from service.metrics import SleepMetrics, serve
@@ -37,7 +39,7 @@ class SleepWorker:
         self.generator = torch.Generator().manual_seed(seed)
         self.running = True
         self.cycles = 0
-        self._received_at_last_cycle = 0  # the model's labeled_received counter at the last cycle
+        self._received_at_last_cycle = 0  # the model's received counter at the last cycle
         self._last_pushed: str | None = None  # entry id of this worker's last negative update
         self.metrics = SleepMetrics()
 
@@ -49,8 +51,10 @@ class SleepWorker:
         return self.redis.hget(self.keys.sleep, "paused") == b"1"
 
     def labeled_received(self) -> int:
-        """Labeled frames accepted by the API so far (all time)."""
-        return int(self.redis.hget(self.keys.model, "labeled_received") or 0)
+        """Frames accepted by the API so far (all time) that get negatives: the labeled ones, or
+        all of them in unsupervised mode."""
+        field = "frames_received" if self.settings.mode == "unsupervised" else "labeled_received"
+        return int(self.redis.hget(self.keys.model, field) or 0)
 
     def last_update_served(self) -> bool:
         """Whether the latest snapshot includes (or has refused) this worker's last update: the
@@ -90,13 +94,14 @@ class SleepWorker:
                     continue
             time.sleep(0.05)
 
-    def measure_goodness(self, model, frames: torch.Tensor, labels: torch.Tensor, wrong: torch.Tensor) -> None:
-        """Mean goodness per layer of the replayed frames with their true labels (positive) and
-        with the wrong labels (negative), over the sleep's iterations, on the snapshot's weights."""
-        positive, negative = model.initial_state(frames), model.initial_state(frames)
+    def measure_goodness(self, model, positives, labels, negatives, wrong) -> None:
+        """Mean goodness per layer of the replayed frames with their true labels (positive) and of
+        the negative data (wrong labels, or hybrid frames), over the sleep's iterations, on the
+        snapshot's weights."""
+        positive, negative = model.initial_state(positives), model.initial_state(negatives)
         for _ in range(self.settings.sleep_iterations):
-            positive, g_pos = model.step(frames, labels, positive)
-            negative, g_neg = model.step(frames, wrong, negative)
+            positive, g_pos = model.step(positives, labels, positive)
+            negative, g_neg = model.step(negatives, wrong, negative)
         for i, (p, n) in enumerate(zip(g_pos.mean(dim=0).tolist(), g_neg.mean(dim=0).tolist())):
             self.metrics.goodness.labels("positive", str(i)).set(p)
             self.metrics.goodness.labels("negative", str(i)).set(n)
@@ -110,8 +115,9 @@ class SleepWorker:
         received = self.labeled_received()
         new, self._received_at_last_cycle = received - self._received_at_last_cycle, received
         entries = self.redis.xrevrange(self.keys.replay, count=self.settings.sleep_sample)
-        labeled = [f for _, f in entries if int(f[b"label"]) >= 0]
-        if not labeled or new <= 0:
+        unsupervised = self.settings.mode == "unsupervised"
+        labeled = [f for _, f in entries if unsupervised or int(f[b"label"]) >= 0]
+        if len(labeled) < (2 if unsupervised else 1) or new <= 0:
             return 0  # nothing new to dream about: skip loading the snapshot
         snap = model_io.load_snapshot(self.redis, self.keys)
         if snap is None:
@@ -119,9 +125,15 @@ class SleepWorker:
         version, model = snap
         dim = model.config.input_dim
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in labeled]))
-        labels = torch.tensor([int(f[b"label"]) for f in labeled])
-        wrong = model.negative_labels(frames, labels, self.generator)
-        self.measure_goodness(model, frames, labels, wrong)
+        if unsupervised:  # neutral label on top throughout; the negatives are hybrid frames
+            labels = wrong = None
+            positives = frames
+            frames = hybrid_images(frames, self.settings.image_shape, generator=self.generator)
+        else:
+            labels = torch.tensor([int(f[b"label"]) for f in labeled])
+            wrong = model.negative_labels(frames, labels, self.generator)
+            positives = frames
+        self.measure_goodness(model, positives, labels, frames, wrong)
         # The loss is a mean over the B replayed frames; scaling by new / iterations gives the
         # negative phase the weight of one step per labeled frame that arrived since the last
         # cycle, as the wake worker gives the positive phase.

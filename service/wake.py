@@ -331,10 +331,6 @@ class WakeWorker:
         state = self.streams.state.index(rows)
         labeled = labels >= 0
         new_state, stats = state, {}  # `state` is this step's own copy of the rows (index copies)
-        if not labeled.all():  # unlabeled frames: the state moves on, nothing is learned
-            unl = (~labeled).nonzero().squeeze(1)
-            moved, _ = self.model.step(frames[unl], None, state.index(unl))
-            new_state.scatter(unl, moved)
         if labeled.any():
             idx = labeled.nonzero().squeeze(1)
             # Prequential: predict each labeled frame before learning from it, with the readout on
@@ -345,8 +341,16 @@ class WakeWorker:
             predicted = logits.argmax(dim=1)
             for j, i in enumerate(idx.tolist()):
                 self.streams.hits[ids[i]].append(int(predicted[j] == labels[i]))
-            learned, stats = self.model.positive_update(frames[idx], labels[idx], state.index(idx))
-            new_state.scatter(idx, learned)
+        if self.settings.mode == "unsupervised":  # every frame learns, with the neutral label on top
+            new_state, stats = self.model.positive_update(frames, None, state)
+        else:
+            if not labeled.all():  # unlabeled frames: the state moves on, nothing is learned
+                unl = (~labeled).nonzero().squeeze(1)
+                moved, _ = self.model.step(frames[unl], None, state.index(unl))
+                new_state.scatter(unl, moved)
+            if labeled.any():
+                learned, stats = self.model.positive_update(frames[idx], labels[idx], state.index(idx))
+                new_state.scatter(idx, learned)
         self.streams.state.scatter(rows, new_state)
         self.frames_seen += len(ids)
         self._frames_since_snapshot += len(ids)

@@ -222,3 +222,35 @@ def test_a_checkpoint_of_another_shape_is_refused_clearly(settings, sync_redis):
     wider = settings.model_copy(update={"widths": [48, 48]})
     with pytest.raises(WakeError, match=r"settings ask for 196-\[48, 48\]-10: point FFS_CHECKPOINT_DIR"):
         WakeWorker(wider, sync_client(wider)).setup()
+
+
+def test_unsupervised_mode_learns_from_unlabeled_frames_and_dreams_hybrids(settings, sync_redis):
+    settings = settings.model_copy(update={"mode": "unsupervised"})
+    keys = Keys(settings.key_prefix)
+    rng = np.random.default_rng(0)
+    for seq in range(6):
+        frame = rng.random((1, 196), dtype=np.float32)
+        pipe = sync_redis.pipeline(transaction=True)
+        enqueue_frames(pipe, keys, "u", frame, np.array([-1]), np.array([seq]), replay_maxlen=100, now=0.0)
+        pipe.execute()
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    assert wake.poll() == 6
+    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # learned, no labels
+    sleep = SleepWorker(settings, sync_client(settings))
+    assert sleep.cycle() == 6  # hybrids of the six unlabeled frames
+    assert wake.apply_negatives() == 1
+    z = _samples(sleep.metrics.registry)
+    assert z["ffstream_goodness|layer=0,phase=negative"] > 0
+
+
+def test_unsupervised_mode_needs_a_frame_shape_for_non_square_frames():
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    with pytest.raises(ValidationError, match="set frame_shape"):
+        Settings(mode="unsupervised", input_dim=200)
+    assert Settings(mode="unsupervised", input_dim=200, frame_shape=[10, 20]).image_shape == (10, 20)
+    assert Settings(mode="unsupervised", input_dim=784).image_shape == (28, 28)
