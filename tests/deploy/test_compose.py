@@ -51,12 +51,13 @@ def test_compose_has_the_promised_shape():
     assert "--maxmemory-policy noeviction" in redis_cmd
     devices = services["wake"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
-    for name in ("redis", "api", "wake", "sleep"):
-        assert "healthcheck" in services[name] and services[name]["restart"] == "unless-stopped", name
+    for name, service in services.items():  # every service: a healthcheck and a restart policy
+        assert "healthcheck" in service and service["restart"] == "unless-stopped", name
     for name in ("api", "wake", "sleep"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert services[name]["command"] == [name]
     assert services["sleep"]["depends_on"]["wake"]["condition"] == "service_healthy"
+    assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     mounts = " ".join(services["grafana"]["volumes"])
     assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts
     cpu = _load("deploy/compose.cpu.yml")["services"]["wake"]
