@@ -98,6 +98,8 @@ class WakeMetrics:
                                           ["reason"], registry=r)
         for reason in ("stale", "invalid"):
             self.negatives_rejected.labels(reason)
+        self.rollbacks = Counter(f"{NS}_weight_rollbacks", "Times the weights became non-finite and went back "
+                                 "to the last published snapshot", registry=r)
         self.goodness = Gauge(f"{NS}_online_goodness", "Mean goodness of the latest positive step, per layer",
                               ["layer"], registry=r)
         self.weight_norm = Gauge(f"{NS}_weight_norm", "Frobenius norm of each hidden layer's weights",

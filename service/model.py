@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ffcore.checkpoint import from_bytes, to_bytes
+from ffcore.checkpoint import from_bytes
 from ffcore.layers import LayerConfig
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from service.keys import Keys
@@ -25,9 +25,9 @@ def build(settings: Settings) -> RecurrentFF:
     return RecurrentFF(recurrent_config(settings))
 
 
-def publish_snapshot(redis, keys: Keys, model: RecurrentFF, version: int, kept: int) -> None:
-    """Store ``model`` as snapshot ``version`` and point ``latest`` at it; drop old versions."""
-    blob = to_bytes(model)
+def publish_snapshot(redis, keys: Keys, blob: bytes, version: int, kept: int) -> None:
+    """Store ``blob`` (``ffcore.checkpoint.to_bytes`` of the model) as snapshot ``version`` and
+    point ``latest`` at it; drop old versions."""
     pipe = redis.pipeline(transaction=True)
     pipe.set(keys.snapshot(version), blob)
     pipe.set(keys.snapshot_latest, version)

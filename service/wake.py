@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ffcore.checkpoint import load_checkpoint, save_checkpoint
+from ffcore.checkpoint import from_bytes, load_checkpoint, save_checkpoint, to_bytes
 from ffcore.delta import WeightDelta
 from ffcore.device import resolve_device
 from ffcore.state import RecurrentState
@@ -112,6 +112,7 @@ class WakeWorker:
         self._last_snapshot = 0.0
         self._last_checkpoint = time.monotonic()
         self.metrics = WakeMetrics(len(self.model.layers))
+        self._last_good = to_bytes(self.model)  # the last published weights (finite by construction)
         self._last_metrics = 0.0
         self.running = True
 
@@ -155,6 +156,8 @@ class WakeWorker:
     def checkpoint(self) -> None:
         """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
         replacing the LATEST pointer; then the frames it includes are acknowledged."""
+        if not self.weights_finite():
+            self.publish()  # goes back to the last good snapshot; only finite weights are kept
         name = f"ckpt-{time.time_ns()}"
         tmp = self.checkpoint_dir / f"{name}.tmp"
         save_checkpoint(self.model, tmp / "model")
@@ -412,9 +415,23 @@ class WakeWorker:
         return applied
 
     # ---- snapshots -----------------------------------------------------------------------
-    def publish(self) -> None:
+    def weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    def publish(self) -> bool:
+        """Publish the weights as the next snapshot. Weights that are not finite are never served:
+        the worker goes back to the last published snapshot instead (counted). Returns whether
+        a new version was published."""
+        if not self.weights_finite():
+            self.metrics.rollbacks.inc()
+            self.redis.hincrby(self.keys.model, "rollbacks", 1)
+            log.error("weights became non-finite: back to snapshot v%d", self.version)
+            self.model = from_bytes(self._last_good, self.device)
+            self._frames_since_snapshot = self._negatives_since_snapshot = 0
+            return False
         self.version += 1
-        model_io.publish_snapshot(self.redis, self.keys, self.model, self.version, self.settings.snapshots_kept)
+        self._last_good = to_bytes(self.model)
+        model_io.publish_snapshot(self.redis, self.keys, self._last_good, self.version, self.settings.snapshots_kept)
         pipe = self.redis.pipeline(transaction=False)
         # The last negative update these weights include: the sleep worker waits for its own.
         now = time.time()
@@ -429,6 +446,7 @@ class WakeWorker:
         pipe.execute()
         self._frames_since_snapshot = self._negatives_since_snapshot = 0
         self._last_snapshot = time.monotonic()
+        return True
 
 def main(settings: Settings) -> None:
     from service.redis_io import sync_client

@@ -254,3 +254,41 @@ def test_unsupervised_mode_needs_a_frame_shape_for_non_square_frames():
         Settings(mode="unsupervised", input_dim=200)
     assert Settings(mode="unsupervised", input_dim=200, frame_shape=[10, 20]).image_shape == (10, 20)
     assert Settings(mode="unsupervised", input_dim=784).image_shape == (28, 28)
+
+
+def test_adversarial_frames_never_make_the_served_model_non_finite(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    kinds = {"huge": 3e38, "huge negative": -3e38, "zero": 0.0, "one": 1.0}
+    seq = 0
+    for value in kinds.values():
+        for _ in range(30):  # constant frames with alternating labels
+            _post(sync_redis, keys, "adv", value, label=seq % 2, seq=seq)
+            seq += 1
+    alternating = np.where(np.arange(196) % 2 == 0, 3e38, -3e38).astype(np.float32)[None]
+    pipe = sync_redis.pipeline(transaction=True)
+    enqueue_frames(pipe, keys, "adv", alternating, np.array([9]), np.array([seq]), replay_maxlen=10_000, now=0.0)
+    pipe.execute()
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    while wake.poll():
+        pass
+    sleep = SleepWorker(settings, sync_client(settings))
+    sleep.cycle()
+    wake.apply_negatives()
+    assert wake.publish()
+    from service.model import load_snapshot
+
+    version, served = load_snapshot(sync_redis, keys)
+    assert version == wake.version and all(torch.isfinite(p).all() for p in served.parameters())
+
+
+def test_non_finite_weights_are_never_published_and_roll_back(settings, sync_redis):
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()  # publishes v1
+    good = [p.detach().clone() for p in wake.model.parameters()]
+    with torch.no_grad():
+        wake.model.layers[0].linear.weight[0, 0] = float("nan")
+    assert wake.publish() is False and wake.version == 1
+    assert all(torch.equal(a, b) for a, b in zip(good, wake.model.parameters()))
+    assert _samples(wake.metrics.registry)["ffstream_weight_rollbacks_total"] == 1
+    assert sync_redis.hget(Keys(settings.key_prefix).model, "rollbacks") == b"1"
