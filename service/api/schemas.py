@@ -64,6 +64,27 @@ class ModelOut(BaseModel):
     sleep: SleepStatus
 
 
+class ErrorOut(BaseModel):
+    detail: str | list[dict] = Field(description="what was wrong: a sentence, or pydantic's list of field errors")
+
+
+_MEANING = {400: "the body could not be decoded", 401: "an API key is required", 403: "the API key is not valid",
+            404: "not found", 413: "too large (body bytes or frames per request)",
+            415: "unsupported content type", 422: "decoded, but invalid (shape, values, labels, fields)",
+            429: "a limit was reached (streams, or a stream's frames per second)",
+            503: "not available now (Redis down, no snapshot yet, or the learner too far behind): retry"}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI ``responses`` for these error statuses, all with an ErrorOut body."""
+    return {code: {"model": ErrorOut, "description": _MEANING[code]} for code in codes}
+
+
+class HealthOut(BaseModel):
+    status: str
+    problems: list[str] = Field(default_factory=list)
+
+
 class Ack(BaseModel):
     ok: bool = True
     detail: str

@@ -6,12 +6,12 @@ import json
 import time
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from service.api.deps import KeysDep, RedisDep, SettingsDep
-from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn
+from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn, errors
 from service.api.security import API_KEY_HEADER, check_key
 from service.codec import FrameDecodeError, decode_frames
 from service.redis_io import enqueue_frames
@@ -95,11 +95,13 @@ def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np
     return frames.astype(np.float32), labels, seqs
 
 
-def authorize(request: Request) -> None:
+async def authorize(request: Request) -> None:
+    """The key check, as a dependency so it runs before anything about the request is validated."""
     try:
         check_key(request)
     except HTTPException as e:
         reason = "unauthorized" if e.status_code == 401 else "forbidden"
+        request.app.state.metrics.rejected.labels(reason).inc()
         raise Rejected(e.status_code, reason, e.detail, headers=e.headers) from None
 
 
@@ -127,7 +129,9 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str) 
     return used
 
 
-@router.post("/streams/{stream_id}/frames", dependencies=[Security(API_KEY_HEADER)], status_code=202, response_model=FramesAccepted,
+@router.post("/streams/{stream_id}/frames", dependencies=[Depends(authorize), Security(API_KEY_HEADER)],
+             status_code=202,
+             response_model=FramesAccepted, responses=errors(400, 401, 403, 413, 415, 422, 429, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FramesIn.model_json_schema()},
                  BINARY_TYPE: {"schema": {"type": "string", "format": "binary"}}}}})
@@ -143,7 +147,6 @@ async def post_frames(
     now = time.time()
     rate_key = keys.stream_rate(stream_id, int(now))
     try:
-        authorize(request)
         used = await admit(redis, keys, settings, stream_id, rate_key)
         body = await read_body(request, settings.max_body_bytes)
         metrics.body_bytes.observe(len(body))

@@ -7,17 +7,18 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import KeysDep, RedisDep
+from service.api.schemas import HealthOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict:
+@router.get("/healthz", response_model=HealthOut)
+async def healthz() -> HealthOut:
     """The process is up."""
-    return {"status": "ok"}
+    return HealthOut(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "not ready"}})
 async def readyz(redis: RedisDep, keys: KeysDep):
     """Redis reachable, a snapshot loaded, the wake worker's heartbeat fresh; 503 otherwise."""
     problems = []
@@ -31,10 +32,10 @@ async def readyz(redis: RedisDep, keys: KeysDep):
         problems.append(f"redis unreachable: {e}")
     if problems:
         return JSONResponse(status_code=503, content={"status": "not ready", "problems": problems})
-    return {"status": "ready"}
+    return HealthOut(status="ready")
 
 
-@router.get("/metrics")
+@router.get("/metrics", include_in_schema=False)  # Prometheus text, for scrapers
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this API (all its worker processes in multiprocess mode)."""
     return Response(generate_latest(request.app.state.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)

@@ -7,14 +7,15 @@ import json
 from fastapi import APIRouter, Depends, Security
 
 from service.api.deps import KeysDep, RedisDep
-from service.api.schemas import Ack, ModelOut, SleepStatus
+from service.api.schemas import Ack, ModelOut, SleepStatus, errors
 from service.api.security import API_KEY_HEADER, require_key
 
 router = APIRouter(prefix="/v1", tags=["model"])
 WRITE = [Depends(require_key), Security(API_KEY_HEADER)]
+WRITE_ERRORS = errors(401, 403, 503)
 
 
-@router.get("/model", response_model=ModelOut)
+@router.get("/model", response_model=ModelOut, responses=errors(503))
 async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
     m, s = await redis.hgetall(keys.model), await redis.hgetall(keys.sleep)
     version = await redis.get(keys.snapshot_latest)
@@ -29,25 +30,25 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                     device=m[b"device"].decode() if b"device" in m else None, sleep=sleep)
 
 
-@router.post("/sleep/pause", response_model=Ack, dependencies=WRITE)
+@router.post("/sleep/pause", response_model=Ack, dependencies=WRITE, responses=WRITE_ERRORS)
 async def pause_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.hset(keys.sleep, "paused", 1)
     return Ack(detail="sleep paused: no negative updates until resumed")
 
 
-@router.post("/sleep/resume", response_model=Ack, dependencies=WRITE)
+@router.post("/sleep/resume", response_model=Ack, dependencies=WRITE, responses=WRITE_ERRORS)
 async def resume_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.hset(keys.sleep, "paused", 0)
     return Ack(detail="sleep resumed")
 
 
-@router.post("/sleep/trigger", response_model=Ack, status_code=202, dependencies=WRITE)
+@router.post("/sleep/trigger", response_model=Ack, status_code=202, dependencies=WRITE, responses=WRITE_ERRORS)
 async def trigger_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.set(keys.sleep_trigger, 1)
     return Ack(detail="a sleep cycle will run now (even when paused)")
 
 
-@router.post("/checkpoint", response_model=Ack, status_code=202, dependencies=WRITE)
+@router.post("/checkpoint", response_model=Ack, status_code=202, dependencies=WRITE, responses=WRITE_ERRORS)
 async def checkpoint(redis: RedisDep, keys: KeysDep) -> Ack:
     await redis.set(keys.checkpoint_request, 1)
     return Ack(detail="the wake worker will write a checkpoint after its current step")

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from ffcore.checkpoint import from_bytes
 from ffcore.state import RecurrentState
 from service.api.deps import KeysDep, RedisDep, SettingsDep
-from service.api.schemas import PredictIn, Prediction, PredictOut
+from service.api.schemas import PredictIn, Prediction, PredictOut, errors
 from service.api.security import API_KEY_HEADER, require_key_for_predict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -49,7 +49,7 @@ def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Pr
             for p, g in zip(probs, goodness)]
 
 
-@router.post("/predict", response_model=PredictOut,
+@router.post("/predict", response_model=PredictOut, responses=errors(400, 401, 403, 404, 413, 422, 503),
              dependencies=[Depends(require_key_for_predict), Security(API_KEY_HEADER)])
 async def predict(body: PredictIn, request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
     """Probabilities (softmax readout) and goodness per label (averaged over iterations 3-5 with

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Path
 
 from service.api.deps import KeysDep, RedisDep
-from service.api.schemas import STREAM_ID_PATTERN, StreamOut
+from service.api.schemas import STREAM_ID_PATTERN, StreamOut, errors
 
 router = APIRouter(prefix="/v1", tags=["streams"])
 
 
-@router.get("/streams/{stream_id}", response_model=StreamOut)
+@router.get("/streams/{stream_id}", response_model=StreamOut, responses=errors(404, 422, 503))
 async def get_stream(redis: RedisDep, keys: KeysDep, stream_id: str = Path(pattern=STREAM_ID_PATTERN)) -> StreamOut:
     """Frames received and applied, the lag between them, and the rolling prequential accuracy
     (of predictions made before learning each labeled frame)."""
