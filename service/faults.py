@@ -71,23 +71,31 @@ class Role:
 
 
 def _poster(client: httpx.Client, stream: str, seed: int, stop: threading.Event, accepted: dict, refused: list):
+    """Posts 5-frame chunks with increasing seqs; a chunk that is not answered 202 (a 503, a
+    refused connection) is sent again with the same seqs until it is, as a careful client does,
+    so a chunk stored despite a failed answer is learned once."""
     rng = np.random.default_rng(seed)
+    seq = 0
     while not stop.is_set():
         frames = rng.random((5, int(client.headers["x-input-dim"])), dtype=np.float32)
         labels = rng.integers(0, 10, 5).tolist()
-        try:
-            r = client.post(f"/v1/streams/{stream}/frames", content=encode_frames(frames, labels), headers=BINARY)
-        except httpx.TransportError:
-            refused.append(1)
-            time.sleep(0.05)
-            continue
-        if r.status_code == 202:
-            accepted[stream] += r.json()["accepted"]
-        elif r.status_code in (429, 503):
-            refused.append(1)
-            time.sleep(float(r.headers.get("retry-after", "0.1")))
-        else:
+        body = encode_frames(frames, labels, list(range(seq, seq + 5)))
+        while True:
+            try:
+                r = client.post(f"/v1/streams/{stream}/frames", content=body, headers=BINARY)
+            except httpx.TransportError:
+                refused.append(1)
+                time.sleep(0.05)
+                continue
+            if r.status_code == 202:
+                accepted[stream] += r.json()["accepted"]
+                break
+            if r.status_code in (429, 503):
+                refused.append(1)
+                time.sleep(min(float(r.headers.get("retry-after", "0.1")), 0.2))
+                continue
             raise RuntimeError(f"unexpected answer {r.status_code}: {r.text}")
+        seq += 5
         time.sleep(0.01)
 
 
@@ -144,6 +152,135 @@ def kill_wake_run(redis_url: str, workdir: Path, *, kills: int, streams: int = 3
         problems.append(f"checkpoint applied counts {applied_checkpoint} != accepted {accepted}")
     return KillReport(kills, accepted, applied_redis, applied_checkpoint, len(refused),
                       time.perf_counter() - start, problems)
+
+
+@dataclass
+class OutageReport:
+    accepted: dict[str, int]
+    applied_redis: dict[str, int]
+    duplicates: dict[str, int]  # resent frames (same seq) that had been stored despite a failed answer
+    down_answers: list[tuple[int, float]]  # (status, seconds) of requests made while Redis was down
+    refused: int
+    sleep_cycles_after: int  # sleep cycles completed after the outage
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, down_s: float = 2.0,
+                      cwd: Path | None = None, log=print) -> OutageReport:
+    """Post to ``streams`` streams through api, wake and sleep while the Redis under them (AOF,
+    its own data folder) is stopped and started again ``restarts`` times."""
+    from service.embedded import EmbeddedRedis
+
+    cwd = cwd or Path.cwd()
+    server = EmbeddedRedis(workdir / "redis").start()
+    port = free_port()
+    env = {**os.environ, "FFS_REDIS_URL": server.url, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(workdir),
+           "FFS_WIDTHS": "[32, 32]", "FFS_WAKE_METRICS_PORT": "0", "FFS_SLEEP_METRICS_PORT": "0",
+           "FFS_CHECKPOINT_EVERY_S": "0.5", "FFS_SLEEP_EVERY_S": "0.5", "FFS_DEVICE": "cpu",
+           "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
+    roles = [Role(r, env, cwd).start() for r in ("api", "wake", "sleep")]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"x-input-dim": "196"})
+    accepted = {f"r{i}": 0 for i in range(streams)}
+    refused: list[int] = []
+    down_answers: list[tuple[int, float]] = []
+    problems: list[str] = []
+    stop = threading.Event()
+    try:
+        _wait_ready(client, 90)
+        posters = [threading.Thread(target=_poster, args=(client, s, i, stop, accepted, refused), daemon=True)
+                   for i, s in enumerate(accepted)]
+        for t in posters:
+            t.start()
+        for k in range(restarts):
+            time.sleep(2.0)
+            server.stop()  # SIGTERM: Redis writes its AOF out and exits
+            log(f"restart {k + 1}/{restarts}: redis stopped after {sum(accepted.values())} frames accepted")
+            deadline = time.monotonic() + down_s
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                r = client.get("/v1/model")
+                down_answers.append((r.status_code, time.perf_counter() - start))
+                time.sleep(0.2)
+            server.start()
+        time.sleep(2.0)
+        cycles_before = client.get("/v1/model").json()["sleep"]["cycles"]
+        stop.set()
+        for t in posters:
+            t.join(30)
+        if not _wait(lambda: _applied(client, accepted) == accepted, 120):
+            problems.append(f"not caught up: applied {_applied(client, accepted)} vs accepted {accepted}")
+        _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 30)
+        sleep_cycles_after = client.get("/v1/model").json()["sleep"]["cycles"] - cycles_before
+        applied_redis = _applied(client, accepted)
+        duplicates = {st: client.get(f"/v1/streams/{st}").json()["duplicates"] for st in accepted}
+        dead = [r.role for r in roles if r.proc.poll() is not None]
+        if dead:
+            problems.append(f"processes exited during the outage: {dead}")
+    finally:
+        stop.set()
+        client.close()
+        for role in reversed(roles):
+            role.stop()
+        server.stop()
+    if applied_redis != accepted:
+        problems.append(f"applied {applied_redis} != accepted {accepted}")
+    if any(status != 503 or seconds > 2.0 for status, seconds in down_answers):
+        problems.append(f"while Redis was down the API answered {sorted(set(down_answers))[:5]} (want 503 within 2 s)")
+    if not sleep_cycles_after:
+        problems.append("no sleep cycle after the outage")
+    return OutageReport(accepted, applied_redis, duplicates, down_answers, len(refused), sleep_cycles_after, problems)
+
+
+def sleep_kill_run(workdir: Path, redis_url: str, *, cwd: Path | None = None) -> dict:
+    """Kill the sleep worker (SIGKILL): wake keeps applying, predict keeps answering, the model
+    status shows sleep gone; a restarted sleep worker resumes its cycles."""
+    cwd = cwd or Path.cwd()
+    port, wake_metrics = free_port(), free_port()
+    env = {**os.environ, "FFS_REDIS_URL": redis_url, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(workdir),
+           "FFS_KEY_PREFIX": "faults-sleep", "FFS_WIDTHS": "[32, 32]", "FFS_WAKE_METRICS_PORT": str(wake_metrics),
+           "FFS_SLEEP_METRICS_PORT": "0", "FFS_SLEEP_EVERY_S": "0.3", "FFS_HEARTBEAT_TTL_S": "1",
+           "FFS_DEVICE": "cpu", "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
+    api, wake, sleep = (Role(r, env, cwd).start() for r in ("api", "wake", "sleep"))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    rng = np.random.default_rng(0)
+
+    def post(n: int) -> None:
+        for _ in range(n):
+            body = encode_frames(rng.random((5, 196), dtype=np.float32), rng.integers(0, 10, 5).tolist())
+            assert client.post("/v1/streams/k/frames", content=body, headers=BINARY).status_code == 202
+
+    def sleep_up_metric() -> float:
+        text = httpx.get(f"http://127.0.0.1:{wake_metrics}/metrics", timeout=5).text
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("ffstream_sleep_worker_up "))
+
+    out = {}
+    try:
+        _wait_ready(client, 90)
+        post(20)
+        out["cycles_before_kill"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > 0, 30) and \
+            client.get("/v1/model").json()["sleep"]["cycles"]
+        sleep.kill()
+        out["status_shows_sleep_gone"] = _wait(lambda: not client.get("/v1/model").json()["sleep"]["alive"], 10)
+        out["metric_shows_sleep_gone"] = _wait(lambda: sleep_up_metric() == 0, 10)
+        applied_before = client.get("/v1/streams/k").json()["frames_applied"]
+        post(20)
+        out["wake_kept_applying"] = _wait(lambda: client.get("/v1/streams/k").json()["frames_applied"]
+                                          >= applied_before + 100, 30)
+        out["predict_kept_answering"] = client.post("/v1/predict", json={"frames": [[0.5] * 196]}).status_code == 200
+        cycles = client.get("/v1/model").json()["sleep"]["cycles"]
+        sleep.start()
+        out["status_shows_sleep_back"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["alive"], 60)
+        post(20)  # frames from before the restart get no negatives (a restart does not replay the past)
+        out["restarted_sleep_resumed"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles, 60)
+    finally:
+        client.close()
+        for role in (sleep, api, wake):
+            role.stop()
+    return out
 
 
 def _applied(client: httpx.Client, accepted: dict) -> dict[str, int]:

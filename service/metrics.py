@@ -83,6 +83,8 @@ class WakeMetrics:
         self.queue_wait_seconds = Histogram(f"{NS}_queue_wait_seconds",
                                             "Time from 202 to the start of the frame's step (queueing, not compute)",
                                             buckets=LATENCY_BUCKETS, registry=r)
+        self.duplicates = Counter(f"{NS}_duplicate_frames", "Frames skipped: their client seq was already applied",
+                                  registry=r)
         self.queue_lag = Gauge(f"{NS}_queue_lag_frames", "Frames accepted but not yet applied", registry=r)
         self.queue_pending = Gauge(f"{NS}_queue_pending_frames",
                                    "Frames delivered to the wake worker and not yet acknowledged", registry=r)
@@ -107,6 +109,8 @@ class WakeMetrics:
         self.accuracy = Gauge(f"{NS}_prequential_accuracy",
                               "Rolling accuracy of predictions made before learning each labeled frame "
                               "(mean over active streams)", registry=r)
+        self.sleep_up = Gauge(f"{NS}_sleep_worker_up", "1 while the sleep worker's heartbeat is fresh (seen by wake)",
+                              registry=r)
         self.gpu_memory = Gauge(f"{NS}_gpu_memory_bytes", "CUDA memory of the wake worker", ["kind"], registry=r)
         for i in range(layers):
             self.goodness.labels(str(i))

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import redis
 import redis.asyncio as aioredis
 
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 def _url(settings: Settings) -> str:
@@ -43,3 +49,25 @@ def entry_id_order(entry_id: bytes | str) -> tuple[int, int]:
     """A Redis Stream entry id as a sortable (milliseconds, sequence) pair."""
     ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")
     return int(ms), int(seq or 0)
+
+
+class RedisOutage:
+    """A worker's patience while Redis is unreachable (restarting, loading its AOF): it logs once,
+    waits with growing pauses (up to 5 s) and says when Redis is back."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self.since: float | None = None
+        self.pause = 0.2
+
+    def wait(self, error: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s: redis unreachable (%s); retrying", self.role, error)
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 5.0)
+
+    def over(self) -> None:
+        if self.since is not None:
+            log.warning("%s: redis back after %.1f s", self.role, time.monotonic() - self.since)
+            self.since, self.pause = None, 0.2

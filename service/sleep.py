@@ -18,7 +18,7 @@ from ffcore.negatives import hybrid_images
 from service import model as model_io
 from service.keys import Keys
 from service.metrics import SleepMetrics, serve
-from service.redis_io import entry_id_order
+from service.redis_io import REDIS_ERRORS, RedisOutage, entry_id_order
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,27 @@ class SleepWorker:
         signal.signal(signal.SIGINT, self.stop)
         self._received_at_last_cycle = self.labeled_received()  # a restart does not replay the past
         last = 0.0
+        outage = RedisOutage("sleep")
         while self.running:
-            self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
-            paused = self.paused
-            self.redis.hset(self.keys.sleep, "paused_state", int(paused))
-            self.metrics.paused.set(int(paused))
-            if self.due(last):
-                generated = self.cycle()
+            try:
+                generated = self.tick(last)
+                outage.over()
+            except REDIS_ERRORS as e:  # Redis restarting: wait and carry on
+                outage.wait(e)
+                continue
+            if generated is not None:
                 last = time.monotonic()
                 if generated:
                     continue
             time.sleep(0.05)
+
+    def tick(self, last_cycle: float) -> int | None:
+        """Heartbeat, then a cycle if one is due: the negatives generated, or None if none was due."""
+        self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
+        paused = self.paused
+        self.redis.hset(self.keys.sleep, "paused_state", int(paused))
+        self.metrics.paused.set(int(paused))
+        return self.cycle() if self.due(last_cycle) else None
 
     def measure_goodness(self, model, positives, labels, negatives, wrong) -> None:
         """Mean goodness per layer of the replayed frames with their true labels (positive) and of

@@ -33,7 +33,7 @@ from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
 from service.metrics import WakeMetrics, serve
-from service.redis_io import entry_id_order
+from service.redis_io import REDIS_ERRORS, RedisOutage, entry_id_order
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ class WakeWorker:
         self.negatives_cursor = "0-0"
         self.applied: dict[str, int] = {}  # frames applied per stream (all time), checkpointed
         self.last_ids: dict[str, str] = {}  # newest applied entry id per stream, checkpointed
+        self.last_seqs: dict[str, int] = {}  # newest applied client seq per stream, checkpointed
+        self.duplicates: dict[str, int] = {}  # frames skipped for a seq already applied, checkpointed
         self.unacked: list[bytes] = []  # applied, waiting for the next checkpoint to be acknowledged
+        self._counts_dirty: set[str] = set()  # streams whose applied count Redis may not have yet
         self.counters = {"steps": 0, "frames_applied": 0, "negatives_applied": 0, "negatives_rejected_stale": 0,
                          "negatives_rejected_invalid": 0}
         self._frames_since_snapshot = 0
@@ -143,12 +146,15 @@ class WakeWorker:
         self.negatives_cursor = progress["negatives_cursor"]
         self.applied = {k: int(v) for k, v in progress["applied"].items()}
         self.last_ids = dict(progress["last_ids"])
+        self.last_seqs = {k: int(v) for k, v in progress.get("last_seqs", {}).items()}
+        self.duplicates = {k: int(v) for k, v in progress.get("duplicates", {}).items()}
         # Redis's applied counts go back to what these weights include; re-reading the pending
         # frames brings them forward again, each frame once.
         pipe = self.redis.pipeline(transaction=False)
         for stream, n in self.applied.items():
-            pipe.hset(self.keys.stream(stream), "applied", n)
-        pipe.hset(self.keys.model, "frames_applied", sum(self.applied.values()))
+            pipe.hset(self.keys.stream(stream), mapping={"applied": n, "duplicates": self.duplicates.get(stream, 0)})
+        pipe.hset(self.keys.model, mapping={"frames_applied": sum(self.applied.values()),
+                                            "frames_duplicate": sum(self.duplicates.values())})
         pipe.execute()
         self.metrics.checkpoint_time.set((folder / "progress.json").stat().st_mtime)
         log.info("resumed from %s at version %d, %d frames seen", folder, self.version, self.frames_seen)
@@ -162,7 +168,8 @@ class WakeWorker:
         tmp = self.checkpoint_dir / f"{name}.tmp"
         save_checkpoint(self.model, tmp / "model")
         progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
-                    "applied": self.applied, "last_ids": self.last_ids}
+                    "applied": self.applied, "last_ids": self.last_ids, "last_seqs": self.last_seqs,
+                    "duplicates": self.duplicates}
         (tmp / "progress.json").write_text(json.dumps(progress))
         tmp.rename(self.checkpoint_dir / name)
         pointer = self.checkpoint_dir / "LATEST.tmp"
@@ -171,6 +178,12 @@ class WakeWorker:
         for old in self.checkpoint_dir.glob("ckpt-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self._counts_dirty:  # again, in case a Redis outage swallowed the last write
+            pipe.hset(self.keys.stream(stream), mapping={"applied": self.applied.get(stream, 0),
+                                                         "duplicates": self.duplicates.get(stream, 0)})
+        pipe.execute()
+        self._counts_dirty = set()
         if self.unacked:
             pipe = self.redis.pipeline(transaction=False)
             pipe.xack(self.keys.frames, WAKE_GROUP, *self.unacked)
@@ -207,8 +220,13 @@ class WakeWorker:
         signal.signal(signal.SIGINT, self.stop)
         self.setup()
         self.recover()
+        outage = RedisOutage("wake")
         while self.running:
-            self.poll(pending=False)
+            try:
+                self.poll(pending=False)
+                outage.over()
+            except REDIS_ERRORS as e:  # Redis restarting: keep the weights, wait, carry on
+                outage.wait(e)
         self.checkpoint()
 
     def recover(self) -> int:
@@ -268,10 +286,12 @@ class WakeWorker:
     def refresh_metrics(self) -> None:
         """The gauges that are read rather than counted (about once a second)."""
         m = self.metrics
-        received, applied = self.redis.hmget(self.keys.model, ["frames_received", "frames_applied"])
-        m.queue_lag.set(max(int(received or 0) - int(applied or 0), 0))
+        received, applied, dup = self.redis.hmget(self.keys.model, ["frames_received", "frames_applied",
+                                                                    "frames_duplicate"])
+        m.queue_lag.set(max(int(received or 0) - int(applied or 0) - int(dup or 0), 0))
         m.queue_pending.set(self.redis.xpending(self.keys.frames, WAKE_GROUP)["pending"])
         m.active_streams.set(len(self.streams.rows))
+        m.sleep_up.set(int(self.redis.exists(self.keys.heartbeat("sleep"))))
         with torch.no_grad():
             for i, layer in enumerate(self.model.layers):
                 m.weight_norm.labels(str(i)).set(float(layer.linear.weight.norm()))
@@ -288,6 +308,8 @@ class WakeWorker:
         Entries a checkpoint already includes are skipped. Returns the frames applied."""
         per_stream: OrderedDict[str, list] = OrderedDict()
         now = time.time()
+        seqs: dict[str, int] = {}  # newest client seq per stream in this batch
+        duplicates: dict[str, int] = {}
         for eid, fields in entries:
             self.unacked.append(eid)  # acknowledged with the next checkpoint, applied or skipped
             if not fields:  # an entry deleted from the stream while pending: nothing to apply
@@ -296,8 +318,25 @@ class WakeWorker:
             last = self.last_ids.get(stream)
             if last is not None and entry_id_order(eid) <= entry_id_order(last):
                 continue  # already in the checkpointed weights
+            seq = int(fields.get(b"seq", -1))
+            if seq >= 0:
+                # A client that retries after an ambiguous failure (say a 503 while Redis went
+                # down after storing its frames) resends the same seqs: those are learned once.
+                if seq <= max(self.last_seqs.get(stream, -1), seqs.get(stream, -1)):
+                    duplicates[stream] = duplicates.get(stream, 0) + 1
+                    continue
+                seqs[stream] = seq
             self.metrics.queue_wait_seconds.observe(max(now - float(fields.get(b"t", now)), 0.0))
             per_stream.setdefault(stream, []).append((eid, fields))
+        if duplicates:
+            pipe = self.redis.pipeline(transaction=False)
+            for stream, n in duplicates.items():
+                self.duplicates[stream] = self.duplicates.get(stream, 0) + n
+                self._counts_dirty.add(stream)
+                pipe.hset(self.keys.stream(stream), "duplicates", self.duplicates[stream])
+            pipe.hincrby(self.keys.model, "frames_duplicate", sum(duplicates.values()))
+            pipe.execute()
+            self.metrics.duplicates.inc(sum(duplicates.values()))
         if not per_stream:
             return 0
         depth = max(len(v) for v in per_stream.values())
@@ -313,8 +352,11 @@ class WakeWorker:
         pipe = self.redis.pipeline(transaction=False)
         for s, items in per_stream.items():
             self.applied[s] = self.applied.get(s, 0) + len(items)
+            self._counts_dirty.add(s)
             last_id = items[-1][0]
             self.last_ids[s] = last_id.decode() if isinstance(last_id, bytes) else last_id
+            if s in seqs:
+                self.last_seqs[s] = seqs[s]
             pipe.hset(self.keys.stream(s), "applied", self.applied[s])
             hits = self.streams.hits.get(s)
             if hits:

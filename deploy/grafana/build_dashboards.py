@@ -66,6 +66,7 @@ LEARNING = ("ffstream: learning", "ffstream-learning", [
     ("Sleep cycles per minute and paused state", "short", [
         _q(f"sum(rate(ffstream_sleep_cycles_total[{RATE}])) * 60", "cycles / min"),
         _q("ffstream_sleep_paused", "paused"),
+        _q("ffstream_sleep_worker_up", "sleep worker up"),
     ]),
     ("Negative updates per minute: applied and rejected", "short", [
         _q(f"sum(rate(ffstream_negative_updates_applied_total[{RATE}])) * 60", "applied"),

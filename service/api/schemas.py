@@ -10,7 +10,9 @@ STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 class FrameIn(BaseModel):
     data: list[float] = Field(description="the frame, flattened: exactly input_dim values")
     label: int | None = Field(None, description="class in [0, num_classes), or null when unknown")
-    seq: int | None = Field(None, description="the client's own sequence number, echoed in stream stats")
+    seq: int | None = Field(None, ge=0, description="the client's sequence number, increasing within the stream: "
+                            "a frame whose seq is not above the last one learned is a resend, skipped once "
+                            "(counted as a duplicate); send it to retry safely after an ambiguous failure")
 
 
 class FramesIn(BaseModel):
@@ -43,11 +45,13 @@ class StreamOut(BaseModel):
     stream_id: str
     frames_received: int
     frames_applied: int
+    duplicates: int = Field(description="frames skipped because their seq was already applied")
     lag: int
     rolling_accuracy: float | None
 
 
 class SleepStatus(BaseModel):
+    alive: bool = Field(description="the sleep worker's heartbeat is fresh")
     paused: bool
     cycles: int
     negatives_generated: int

@@ -5,12 +5,12 @@ every response must conform to the schema (status code, content type, body)."""
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.checks import not_a_server_error
 
 from service.codec import encode_frames
 from tests.service.up import ffstream_up

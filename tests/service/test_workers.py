@@ -292,3 +292,21 @@ def test_non_finite_weights_are_never_published_and_roll_back(settings, sync_red
     assert all(torch.equal(a, b) for a, b in zip(good, wake.model.parameters()))
     assert _samples(wake.metrics.registry)["ffstream_weight_rollbacks_total"] == 1
     assert sync_redis.hget(Keys(settings.key_prefix).model, "rollbacks") == b"1"
+
+
+def test_a_resent_frame_with_an_applied_seq_is_skipped_once_and_counted(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in (0, 1, 2, 1, 2, 3):  # 1 and 2 resent (say after a 503 whose frames were stored anyway)
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    _post(sync_redis, keys, "a", 0.5, label=1)  # no seq: always learned
+    wake = RecordingWake(settings, sync_client(settings))
+    wake.setup()
+    assert wake.poll() == 5
+    assert [seq for call in wake.calls for _, seq in call] == [0, 1, 2, 3, -1]
+    stream = sync_redis.hgetall(keys.stream("a"))
+    assert stream[b"applied"] == b"5" and stream[b"duplicates"] == b"2" and stream[b"received"] == b"7"
+    wake.checkpoint()
+    again = RecordingWake(settings, sync_client(settings))
+    again.setup()
+    _post(sync_redis, keys, "a", 0.5, label=1, seq=3)  # after a restart the checkpoint remembers seq 3
+    assert again.poll() == 0 and again.duplicates == {"a": 3}

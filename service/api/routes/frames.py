@@ -111,12 +111,12 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str) 
     frames this stream already sent in the current second. Concurrent requests of one stream
     can pass the rate limit together by up to one request each."""
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.model, ["frames_received", "frames_applied"])
+    pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate"])
     pipe.sismember(keys.streams, stream_id)
     pipe.scard(keys.streams)
     pipe.get(rate_key)
-    (received, applied), known, count, used = await pipe.execute()
-    lag = int(received or 0) - int(applied or 0)
+    (received, applied, duplicate), known, count, used = await pipe.execute()
+    lag = int(received or 0) - int(applied or 0) - int(duplicate or 0)
     if lag >= settings.max_queue_lag_frames:
         raise Rejected(503, "backpressure", f"the learner is {lag} frames behind (limit "
                        f"{settings.max_queue_lag_frames}): retry later", retry_after=2)

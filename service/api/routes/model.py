@@ -19,7 +19,8 @@ WRITE_ERRORS = errors(401, 403, 503)
 async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
     m, s = await redis.hgetall(keys.model), await redis.hgetall(keys.sleep)
     version = await redis.get(keys.snapshot_latest)
-    sleep = SleepStatus(paused=s.get(b"paused") == b"1", cycles=int(s.get(b"cycles", 0)),
+    alive = bool(await redis.exists(keys.heartbeat("sleep")))
+    sleep = SleepStatus(alive=alive, paused=s.get(b"paused") == b"1", cycles=int(s.get(b"cycles", 0)),
                         negatives_generated=int(s.get(b"negatives_generated", 0)),
                         last_cycle_time=float(s[b"last_cycle_time"]) if b"last_cycle_time" in s else None)
     return ModelOut(version=int(version) if version is not None else None,

@@ -17,7 +17,7 @@ async def get_stream(redis: RedisDep, keys: KeysDep, stream_id: str = Path(patte
     h = await redis.hgetall(keys.stream(stream_id))
     if not h:
         raise HTTPException(404, f"no stream {stream_id!r}: post frames to create it")
-    received, applied = int(h.get(b"received", 0)), int(h.get(b"applied", 0))
+    received, applied, duplicates = (int(h.get(k, 0)) for k in (b"received", b"applied", b"duplicates"))
     accuracy = float(h[b"accuracy"]) if b"accuracy" in h else None
     return StreamOut(stream_id=stream_id, frames_received=received, frames_applied=applied,
-                     lag=max(received - applied, 0), rolling_accuracy=accuracy)
+                     duplicates=duplicates, lag=max(received - applied - duplicates, 0), rolling_accuracy=accuracy)
