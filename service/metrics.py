@@ -98,7 +98,7 @@ class WakeMetrics:
                                          registry=r)
         self.negatives_rejected = Counter(f"{NS}_negative_updates_rejected", "Negative updates refused, by reason",
                                           ["reason"], registry=r)
-        for reason in ("stale", "invalid"):
+        for reason in ("stale", "invalid", "exploding"):
             self.negatives_rejected.labels(reason)
         self.rollbacks = Counter(f"{NS}_weight_rollbacks", "Times the weights became non-finite and went back "
                                  "to the last published snapshot", registry=r)

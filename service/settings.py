@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     snapshot_every_frames: int = Field(200, ge=1)
     snapshot_every_s: float = Field(5.0, gt=0)
     snapshots_kept: int = Field(3, ge=1)
+    max_delta_ratio: float = Field(0.5, gt=0, description="refuse a negative update that changes a layer's "
+                                   "weights by more than this fraction of their norm (an exploding update)")
     max_delta_staleness: int = Field(5, ge=0, description="reject negative updates this many versions old")
     stream_idle_s: float = Field(600.0, gt=0, description="evict a stream's state after this long idle")
     evicted_state: Literal["drop", "save"] = Field(

@@ -161,6 +161,13 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
     assert wake.apply_negatives() == 0
     assert wake.counters["negatives_rejected_invalid"] == 2
     assert all(torch.isfinite(p).all() for p in wake.model.parameters())
+    # finite but exploding: a step many times the size of the weights themselves
+    huge = WeightDelta([(torch.full((1, 32), 1e3), torch.ones(1, 196 + 32)), (torch.ones(1, 32), torch.ones(1, 42))])
+    before = [p.detach().clone() for p in wake.model.parameters()]
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": huge.to_bytes(), "n": 1})
+    assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_exploding"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
+    assert _samples(wake.metrics.registry)["ffstream_negative_updates_rejected_total|reason=exploding"] == 1
 
 
 def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
