@@ -68,7 +68,7 @@ def running_system(settings: Settings, console: Console):
 
 def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarray]], console: Console, *,
                   chunk: int = SCENE, every: Callable[[int], None] | None = None,
-                  every_frames: int = 0) -> tuple[float | None, int]:
+                  every_frames: int = 0, stream_prefix: str = "video-") -> tuple[float | None, int]:
     """Post each stream's frames in order, ``chunk`` frames per request, round robin over the
     streams, never more than a few chunks ahead of the learner (a camera does not outrun it).
     Shows the rolling prequential accuracy; calls ``every(frames_posted)`` every ``every_frames``.
@@ -85,12 +85,12 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
                 if start >= len(x):
                     continue
                 body = encode_frames(x[start : start + chunk], y[start : start + chunk].tolist())
-                r = client.post(f"/v1/streams/video-{s}/frames", content=body, headers=headers)
+                r = client.post(f"/v1/streams/{stream_prefix}{s}/frames", content=body, headers=headers)
                 r.raise_for_status()
                 posted += r.json()["accepted"]
                 progress.advance(task, r.json()["accepted"])
             while True:
-                stats = [client.get(f"/v1/streams/video-{s}").json() for s in range(len(videos))]
+                stats = [client.get(f"/v1/streams/{stream_prefix}{s}").json() for s in range(len(videos))]
                 accs = [st["rolling_accuracy"] for st in stats if st["rolling_accuracy"] is not None]
                 lag = sum(st["lag"] for st in stats)
                 max_lag = max(max_lag, lag)
@@ -103,14 +103,14 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
             if every and every_frames and posted >= next_call:
                 every(posted)
                 next_call += every_frames
-    wait_applied(client, len(videos))
+    wait_applied(client, len(videos), stream_prefix)
     return accuracy, max_lag
 
 
-def wait_applied(client: httpx.Client, streams: int, timeout: float = 120.0) -> None:
+def wait_applied(client: httpx.Client, streams: int, stream_prefix: str = "video-", timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not sum(client.get(f"/v1/streams/video-{s}").json()["lag"] for s in range(streams)):
+        if not sum(client.get(f"/v1/streams/{stream_prefix}{s}").json()["lag"] for s in range(streams)):
             return
         time.sleep(0.2)
 

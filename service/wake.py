@@ -457,6 +457,11 @@ class WakeWorker:
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)
         if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
             self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
+            if not self._negatives_since_snapshot:
+                # All refused: the served weights already "include" them. Say so now, or a sleep
+                # worker waiting for its refused update to be served would wait for the next
+                # snapshot, which never comes while no frames arrive.
+                self.redis.hset(self.keys.model, "negatives_cursor", self.negatives_cursor)
         return applied
 
     def _refuse_negative(self, reason: str, why: str) -> None:

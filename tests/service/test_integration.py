@@ -1,6 +1,7 @@
 """The real system end to end: `ffstream up` (a private redis-server, the API under uvicorn, the
 wake and sleep workers as separate processes), driven over HTTP on loopback."""
 
+import io
 import json
 import os
 import signal
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 from service.codec import encode_frames
-from service.demo import synthetic_video
+from rich.console import Console
+
+from service.demo import stream_videos, synthetic_video
 from service.embedded import free_port
 from tests.service.up import ffstream_up
 
@@ -38,12 +41,9 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     start_version = client.get("/v1/model").json()["version"]
     streams = 3
     videos = [synthetic_video(400, seed=10 + s) for s in range(streams)]
-    for begin in range(0, 400, 20):
-        for s, (x, y) in enumerate(videos):
-            body = encode_frames(x[begin : begin + 20], y[begin : begin + 20].tolist())
-            r = client.post(f"/v1/streams/v{s}/frames", content=body,
-                            headers={"content-type": "application/x-ffs-frames"})
-            assert r.status_code == 202, r.text
+    # Posted like cameras: in order, 10 frames per request, never far ahead of the learner
+    # (stream_videos raises on any answer but 202).
+    stream_videos(client, videos, Console(file=io.StringIO()), chunk=10, stream_prefix="v")
     assert _wait(lambda: all(client.get(f"/v1/streams/v{s}").json()["lag"] == 0 for s in range(streams)))
     assert _wait(lambda: client.get("/v1/model").json()["negatives_applied"] > 0)
     model = client.get("/v1/model").json()
@@ -59,10 +59,11 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     assert r.status_code == 200
     accuracy = np.mean([p["label"] == y for p, y in zip(r.json()["predictions"], y_test)])
     print(f"held-out accuracy {accuracy:.3f}, rolling prequential accuracy {rolling:.3f}")
-    # The served snapshot's readout is one point of a noisy online SGD path: measured 0.27-0.89
-    # over repeated runs, so the bound is twice chance rather than a tight figure; the rolling
-    # prequential accuracy above (mean over 3 streams of 200-frame windows, 0.58-0.72 measured) is steadier.
-    assert accuracy > 0.2, f"held-out accuracy {accuracy:.2f} (chance 0.10)"
+    # The served snapshot's readout is one point of a noisy online SGD path: measured 0.40-0.93
+    # over 20 runs with paced posting, so the bound is three times chance rather than a tight
+    # figure; the rolling prequential accuracy above (mean over 3 streams of 200-frame windows,
+    # 0.56-0.75 measured) is steadier.
+    assert accuracy > 0.3, f"held-out accuracy {accuracy:.2f} (chance 0.10)"
     r = client.post("/v1/predict", json={"frames": x_test[:2].tolist(), "stream_id": "v0"})
     assert r.status_code == 200
     # SIGTERM stops everything cleanly; the wake worker checkpoints on the way out

@@ -317,3 +317,21 @@ def test_a_resent_frame_with_an_applied_seq_is_skipped_once_and_counted(settings
     again.setup()
     _post(sync_redis, keys, "a", 0.5, label=1, seq=3)  # after a restart the checkpoint remembers seq 3
     assert again.poll() == 0 and again.duplicates == {"a": 3}
+
+
+def test_a_refused_update_does_not_leave_the_sleep_worker_waiting(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(4):
+        _post(sync_redis, keys, "a", 0.2 * seq, label=seq % 2, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll()
+    wake.housekeeping()  # publishes the frames
+    sleep = SleepWorker(settings, sync_client(settings))
+    assert sleep.cycle() == 4
+    for _ in range(settings.max_delta_staleness + 1):  # the update goes stale before wake reads it
+        wake.publish()
+    assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_stale"] == 1
+    assert sleep.last_update_served()  # no frames, no new snapshot: the sleep worker may go on
+    _post(sync_redis, keys, "a", 0.9, label=1, seq=4)
+    assert sleep.cycle() > 0
