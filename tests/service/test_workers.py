@@ -277,8 +277,10 @@ def test_adversarial_frames_never_make_the_served_model_non_finite(settings, syn
     pipe.execute()
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
-    while wake.poll():
-        pass
+    applied = 0
+    while (n := wake.poll()) > 0:
+        applied += n
+    assert applied == 4 * 30 + 1
     sleep = SleepWorker(settings, sync_client(settings))
     sleep.cycle()
     wake.apply_negatives()
