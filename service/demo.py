@@ -144,5 +144,7 @@ def run_demo(settings: Settings, *, streams: int, total_frames: int, console: Co
     console.print(f"held-out accuracy {100 * held_out:.1f}% (chance 10%), model version {model['version']}, "
                   f"{model['frames_seen']} frames seen, {model['negatives_applied']} negative updates applied, "
                   f"{model['sleep']['cycles']} sleep cycles")
-    console.print(f"look at: {base}/docs (API), {base}/metrics (Prometheus), {base}/v1/model")
+    console.print(f"look at: {base}/docs (API), {base}/v1/model, Prometheus metrics at {base}/metrics (API), "
+                  f"http://{settings.host}:{settings.wake_metrics_port}/metrics (wake) and "
+                  f"http://{settings.host}:{settings.sleep_metrics_port}/metrics (sleep)")
     return 0

@@ -95,3 +95,17 @@ def test_replay_streams_an_idx_dataset_and_reports_accuracy_over_time(tmp_path):
     env["FFS_INPUT_DIM"] = "196"
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
     assert result.returncode == 2 and "set FFS_INPUT_DIM=784" in result.stderr
+
+
+def test_the_quick_start_demo_runs_end_to_end(tmp_path):
+    """`ffstream demo` (the README's first command), on free ports and with fewer frames."""
+    env = {**os.environ, "FFS_PORT": str(free_port()), "FFS_WAKE_METRICS_PORT": str(free_port()),
+           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(tmp_path), "FFS_DEVICE": "cpu"}
+    env.pop("FFS_REDIS_URL", None)
+    result = subprocess.run([sys.executable, "-m", "service.cli", "demo", "--frames", "400", "--streams", "2"],
+                            env=env, cwd=Path(__file__).parents[2], capture_output=True, text=True, timeout=240,
+                            check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-2000:]
+    assert "starting the embedded system" in out and "held-out accuracy" in out and "400 frames seen" in out
+    assert f"{env['FFS_WAKE_METRICS_PORT']}/metrics (wake)" in out.replace("\n", "")
