@@ -63,6 +63,9 @@ class ModelOut(BaseModel):
     frames_seen: int
     negatives_applied: int
     negatives_rejected_stale: int
+    negatives_rejected_invalid: int = 0
+    negatives_rejected_exploding: int = 0
+    rollbacks: int = Field(0, description="times non-finite weights were replaced by the last snapshot")
     config: dict | None
     device: str | None
     sleep: SleepStatus

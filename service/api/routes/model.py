@@ -27,6 +27,9 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                     frames_seen=int(m.get(b"frames_seen", 0)),
                     negatives_applied=int(m.get(b"negatives_applied", 0)),
                     negatives_rejected_stale=int(m.get(b"negatives_rejected_stale", 0)),
+                    negatives_rejected_invalid=int(m.get(b"negatives_rejected_invalid", 0)),
+                    negatives_rejected_exploding=int(m.get(b"negatives_rejected_exploding", 0)),
+                    rollbacks=int(m.get(b"rollbacks", 0)),
                     config=json.loads(m[b"config"]) if b"config" in m else None,
                     device=m[b"device"].decode() if b"device" in m else None, sleep=sleep)
 
