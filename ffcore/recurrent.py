@@ -180,15 +180,27 @@ class RecurrentFF(nn.Module):
         return WeightDelta(factors), RecurrentState(new)
 
     @torch.no_grad()
-    def apply_delta(self, delta: WeightDelta) -> None:
+    def delta_matrices(self, delta: WeightDelta) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The dense (weight, bias) change of every layer that ``delta`` stands for; checks it fits."""
         if len(delta.factors) != len(self.layers):
             raise ValueError(f"delta has {len(delta.factors)} layers, the model has {len(self.layers)}")
+        out = []
         for layer, (left, right) in zip(self.layers, delta.factors):
-            w, b = layer.linear.weight, layer.linear.bias
+            w = layer.linear.weight
             if left.shape[1] != w.shape[0] or right.shape[1] != w.shape[1] or len(left) != len(right):
                 raise ValueError(f"delta factors {tuple(left.shape)} x {tuple(right.shape)} do not fit weight {tuple(w.shape)}")
-            w.addmm_(left.to(w).T, right.to(w))
-            b.add_(left.to(b).sum(dim=0))
+            out.append((left.to(w).T @ right.to(w), left.to(w).sum(dim=0)))
+        return out
+
+    @torch.no_grad()
+    def apply_matrices(self, changes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, (dw, db) in zip(self.layers, changes):
+            layer.linear.weight.add_(dw)
+            layer.linear.bias.add_(db)
+
+    @torch.no_grad()
+    def apply_delta(self, delta: WeightDelta) -> None:
+        self.apply_matrices(self.delta_matrices(delta))
 
     def negative_update(self, frames: torch.Tensor, neg_labels: torch.Tensor, state: RecurrentState) -> RecurrentState:
         """Lower every layer's goodness for (frame, wrong label) now; returns the negative state."""

@@ -18,13 +18,18 @@ from service.settings import Settings
 SCENE = 5  # frames per scene: a static image is "a boring video"
 
 
-def wait_ready(client: httpx.Client, timeout: float) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _answers_ready(client):
+        if predicate():
             return True
-        time.sleep(0.2)
+        time.sleep(interval)
     return False
+
+
+def wait_ready(client: httpx.Client, timeout: float) -> bool:
+    return wait_until(lambda: _answers_ready(client), timeout)
 
 
 def _answers_ready(client: httpx.Client) -> bool:

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 
 from service.codec import encode_frames
+from service.demo import wait_ready, wait_until
 from service.embedded import free_port
 
 BINARY = {"content-type": "application/x-ffs-frames"}
@@ -99,6 +100,29 @@ def _poster(client: httpx.Client, stream: str, seed: int, stop: threading.Event,
         time.sleep(0.01)
 
 
+class Posters:
+    """One posting thread per stream (see ``_poster``), counting accepted frames per stream."""
+
+    def __init__(self, client: httpx.Client, streams: list[str]):
+        self.accepted = dict.fromkeys(streams, 0)
+        self.refused: list[int] = []
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=_poster, args=(client, s, i, self.stop_event, self.accepted,
+                                                                 self.refused), daemon=True)
+                        for i, s in enumerate(streams)]
+
+    def start(self) -> "Posters":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            if t.ident is not None:  # started
+                t.join(30)
+
+
 def kill_wake_run(redis_url: str, workdir: Path, *, kills: int, streams: int = 3, min_gap_s: float = 0.5,
                   max_gap_s: float = 2.5, seed: int = 0, key_prefix: str = "faults", cwd: Path | None = None,
                   log=print) -> KillReport:
@@ -112,33 +136,27 @@ def kill_wake_run(redis_url: str, workdir: Path, *, kills: int, streams: int = 3
     rng = random.Random(seed)
     api, wake = Role("api", env, cwd).start(), Role("wake", env, cwd).start()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"x-input-dim": "196"})
-    accepted = {f"s{i}": 0 for i in range(streams)}
-    refused: list[int] = []
-    stop = threading.Event()
+    posters = Posters(client, [f"s{i}" for i in range(streams)])
+    accepted, refused = posters.accepted, posters.refused
     start = time.perf_counter()
     problems: list[str] = []
     try:
         _wait_ready(client, 90)
-        posters = [threading.Thread(target=_poster, args=(client, s, i, stop, accepted, refused), daemon=True)
-                   for i, s in enumerate(accepted)]
-        for t in posters:
-            t.start()
+        posters.start()
         for k in range(kills):
             time.sleep(rng.uniform(min_gap_s, max_gap_s))
             wake.kill()
             log(f"kill {k + 1}/{kills}: wake SIGKILLed after {sum(accepted.values())} frames accepted")
             wake.start()
             _wait_ready(client, 90)
-        stop.set()
-        for t in posters:
-            t.join(30)
-        if not _wait(lambda: _applied(client, accepted) == accepted, 120):
+        posters.stop()
+        if not wait_until(lambda: _applied(client, accepted) == accepted, 120):
             problems.append(f"not caught up: applied {_applied(client, accepted)} vs accepted {accepted}")
         if wake.stop() != 0:
             problems.append(f"wake exited with status {wake.proc.returncode}: {wake.proc.stderr.read()[-1000:]}")
         applied_redis = _applied(client, accepted)
     finally:
-        stop.set()
+        posters.stop()
         client.close()
         api.stop()
         if wake.proc.poll() is None:
@@ -184,17 +202,13 @@ def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, dow
            "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
     roles = [Role(r, env, cwd).start() for r in ("api", "wake", "sleep")]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"x-input-dim": "196"})
-    accepted = {f"r{i}": 0 for i in range(streams)}
-    refused: list[int] = []
+    posters = Posters(client, [f"r{i}" for i in range(streams)])
+    accepted, refused = posters.accepted, posters.refused
     down_answers: list[tuple[int, float]] = []
     problems: list[str] = []
-    stop = threading.Event()
     try:
         _wait_ready(client, 90)
-        posters = [threading.Thread(target=_poster, args=(client, s, i, stop, accepted, refused), daemon=True)
-                   for i, s in enumerate(accepted)]
-        for t in posters:
-            t.start()
+        posters.start()
         for k in range(restarts):
             time.sleep(2.0)
             server.stop()  # SIGTERM: Redis writes its AOF out and exits
@@ -208,12 +222,10 @@ def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, dow
             server.start()
         time.sleep(2.0)
         cycles_before = client.get("/v1/model").json()["sleep"]["cycles"]
-        stop.set()
-        for t in posters:
-            t.join(30)
-        if not _wait(lambda: _applied(client, accepted) == accepted, 120):
+        posters.stop()
+        if not wait_until(lambda: _applied(client, accepted) == accepted, 120):
             problems.append(f"not caught up: applied {_applied(client, accepted)} vs accepted {accepted}")
-        _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 30)
+        wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 30)
         sleep_cycles_after = client.get("/v1/model").json()["sleep"]["cycles"] - cycles_before
         applied_redis = _applied(client, accepted)
         duplicates = {st: client.get(f"/v1/streams/{st}").json()["duplicates"] for st in accepted}
@@ -221,7 +233,7 @@ def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, dow
         if dead:
             problems.append(f"processes exited during the outage: {dead}")
     finally:
-        stop.set()
+        posters.stop()
         client.close()
         for role in reversed(roles):
             role.stop()
@@ -261,21 +273,21 @@ def sleep_kill_run(workdir: Path, redis_url: str, *, cwd: Path | None = None) ->
     try:
         _wait_ready(client, 90)
         post(20)
-        out["cycles_before_kill"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > 0, 30) and \
+        out["cycles_before_kill"] = wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > 0, 30) and \
             client.get("/v1/model").json()["sleep"]["cycles"]
         sleep.kill()
-        out["status_shows_sleep_gone"] = _wait(lambda: not client.get("/v1/model").json()["sleep"]["alive"], 10)
-        out["metric_shows_sleep_gone"] = _wait(lambda: sleep_up_metric() == 0, 10)
+        out["status_shows_sleep_gone"] = wait_until(lambda: not client.get("/v1/model").json()["sleep"]["alive"], 10)
+        out["metric_shows_sleep_gone"] = wait_until(lambda: sleep_up_metric() == 0, 10)
         applied_before = client.get("/v1/streams/k").json()["frames_applied"]
         post(20)
-        out["wake_kept_applying"] = _wait(lambda: client.get("/v1/streams/k").json()["frames_applied"]
+        out["wake_kept_applying"] = wait_until(lambda: client.get("/v1/streams/k").json()["frames_applied"]
                                           >= applied_before + 100, 30)
         out["predict_kept_answering"] = client.post("/v1/predict", json={"frames": [[0.5] * 196]}).status_code == 200
         cycles = client.get("/v1/model").json()["sleep"]["cycles"]
         sleep.start()
-        out["status_shows_sleep_back"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["alive"], 60)
+        out["status_shows_sleep_back"] = wait_until(lambda: client.get("/v1/model").json()["sleep"]["alive"], 60)
         post(20)  # frames from before the restart get no negatives (a restart does not replay the past)
-        out["restarted_sleep_resumed"] = _wait(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles, 60)
+        out["restarted_sleep_resumed"] = wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles, 60)
     finally:
         client.close()
         for role in (sleep, api, wake):
@@ -291,21 +303,6 @@ def _applied(client: httpx.Client, accepted: dict) -> dict[str, int]:
     return out
 
 
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def _wait_ready(client: httpx.Client, timeout: float) -> None:
-    def ready() -> bool:
-        try:
-            return client.get("/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    if not _wait(ready, timeout):
+    if not wait_ready(client, timeout):
         raise RuntimeError("the system did not become ready")

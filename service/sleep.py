@@ -50,7 +50,7 @@ class SleepWorker:
     def paused(self) -> bool:
         return self.redis.hget(self.keys.sleep, "paused") == b"1"
 
-    def labeled_received(self) -> int:
+    def frames_needing_negatives(self) -> int:
         """Frames accepted by the API so far (all time) that get negatives: the labeled ones, or
         all of them in unsupervised mode."""
         field = "frames_received" if self.settings.mode == "unsupervised" else "labeled_received"
@@ -70,17 +70,17 @@ class SleepWorker:
         if self.paused:
             # Frames that arrive while paused get no negatives ("sleep deprivation"); resuming
             # does not make up for them in one large step.
-            self._received_at_last_cycle = self.labeled_received()
+            self._received_at_last_cycle = self.frames_needing_negatives()
             return False
         if time.monotonic() - last_cycle >= self.settings.sleep_every_s:
             return True
         every = self.settings.sleep_every_frames
-        return bool(every) and self.labeled_received() - self._received_at_last_cycle >= every
+        return bool(every) and self.frames_needing_negatives() - self._received_at_last_cycle >= every
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        self._received_at_last_cycle = self.labeled_received()  # a restart does not replay the past
+        self._received_at_last_cycle = self.frames_needing_negatives()  # a restart does not replay the past
         last = 0.0
         outage = RedisOutage("sleep")
         while self.running:
@@ -122,7 +122,7 @@ class SleepWorker:
         start = time.perf_counter()
         if not self.last_update_served():
             return 0  # dreaming on weights without the last update would push the same way twice
-        received = self.labeled_received()
+        received = self.frames_needing_negatives()
         new, self._received_at_last_cycle = received - self._received_at_last_cycle, received
         entries = self.redis.xrevrange(self.keys.replay, count=self.settings.sleep_sample)
         unsupervised = self.settings.mode == "unsupervised"

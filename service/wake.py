@@ -440,13 +440,14 @@ class WakeWorker:
                 delta = WeightDelta.from_bytes(fields[b"delta"])
                 if not delta.is_finite():
                     raise ValueError("non-finite values")
-                delta = WeightDelta([(a.to(self.device), b.to(self.device)) for a, b in delta.factors])
-                ratio = self.relative_size(delta)
+                changes = self.model.delta_matrices(delta)
+                ratio = max(float(dw.norm() / layer.linear.weight.norm().clamp_min(1e-12))
+                            for layer, (dw, _) in zip(self.model.layers, changes))
                 if ratio > self.settings.max_delta_ratio:
                     self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
                                                        f"(limit {self.settings.max_delta_ratio})")
                     continue
-                self.model.apply_delta(delta)
+                self.model.apply_matrices(changes)
             except ValueError as e:
                 self._refuse_negative("invalid", str(e))
                 continue
@@ -469,20 +470,6 @@ class WakeWorker:
         self.counters[f"negatives_rejected_{reason}"] = self.counters.get(f"negatives_rejected_{reason}", 0) + 1
         self.metrics.negatives_rejected.labels(reason).inc()
         self.redis.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)
-
-    @torch.no_grad()
-    def relative_size(self, delta: WeightDelta) -> float:
-        """The largest ||dW|| / ||W|| over the layers (Frobenius norms) of a low-rank delta."""
-        if len(delta.factors) != len(self.model.layers):
-            raise ValueError(f"delta has {len(delta.factors)} layers, the model has {len(self.model.layers)}")
-        worst = 0.0
-        for layer, (left, right) in zip(self.model.layers, delta.factors):
-            w = layer.linear.weight
-            if left.shape[1] != w.shape[0] or right.shape[1] != w.shape[1] or len(left) != len(right):
-                raise ValueError(f"delta factors {tuple(left.shape)} x {tuple(right.shape)} do not fit "
-                                 f"weight {tuple(w.shape)}")
-            worst = max(worst, float((left.T.to(w) @ right.to(w)).norm() / w.norm().clamp_min(1e-12)))
-        return worst
 
     # ---- snapshots -----------------------------------------------------------------------
     def weights_finite(self) -> bool:

@@ -4,25 +4,21 @@ multiprocess mode), so /metrics counts every request whichever process served it
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.codec import encode_frames
+from service.demo import wait_until
 from service.embedded import free_port
 from tests.service.up import REPO
 
 
-def _wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError("the API did not come up")
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False
 
 
 def test_metrics_of_several_api_workers_are_merged(redis_server, tmp_path):
@@ -33,7 +29,7 @@ def test_metrics_of_several_api_workers_are_merged(redis_server, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_healthy(url)
+        assert wait_until(lambda: _healthy(url), 60), "the API did not come up"
         body = encode_frames([[0.5] * 196] * 3, [1, 2, 3])
         for _ in range(40):  # a new connection each time: the two processes share the accepts
             r = httpx.post(url + "/v1/streams/w/frames", content=body, timeout=10,

@@ -7,16 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.codec import encode_frames
 from rich.console import Console
 
-from service.demo import stream_videos, synthetic_video
+from service.demo import stream_videos, synthetic_video, wait_until
 from service.embedded import free_port
 from tests.service.up import ffstream_up
 
@@ -27,15 +24,6 @@ def system(tmp_path):
         yield up.client, up.proc, tmp_path
 
 
-def _wait(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_posted_frames_are_learned_online_by_the_real_system(system):
     client, proc, checkpoint_dir = system
     start_version = client.get("/v1/model").json()["version"]
@@ -44,8 +32,8 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     # Posted like cameras: in order, 10 frames per request, never far ahead of the learner
     # (stream_videos raises on any answer but 202).
     stream_videos(client, videos, Console(file=io.StringIO()), chunk=10, stream_prefix="v")
-    assert _wait(lambda: all(client.get(f"/v1/streams/v{s}").json()["lag"] == 0 for s in range(streams)))
-    assert _wait(lambda: client.get("/v1/model").json()["negatives_applied"] > 0)
+    assert wait_until(lambda: all(client.get(f"/v1/streams/v{s}").json()["lag"] == 0 for s in range(streams)), 60)
+    assert wait_until(lambda: client.get("/v1/model").json()["negatives_applied"] > 0, 60)
     model = client.get("/v1/model").json()
     assert model["frames_seen"] == 1200 and model["version"] > start_version
     assert model["sleep"]["cycles"] > 0 and model["sleep"]["negatives_generated"] > 0
