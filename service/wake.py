@@ -441,7 +441,7 @@ class WakeWorker:
                 if not delta.is_finite():
                     raise ValueError("non-finite values")
                 changes = self.model.delta_matrices(delta)
-                ratio = max(float(dw.norm() / layer.linear.weight.norm().clamp_min(1e-12))
+                ratio = max(float(dw.norm() / layer.linear.weight.detach().norm().clamp_min(1e-12))
                             for layer, (dw, _) in zip(self.model.layers, changes))
                 if ratio > self.settings.max_delta_ratio:
                     self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
