@@ -36,6 +36,14 @@ def _logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
 
 
+def _thread_budget(settings) -> None:
+    """Each process gets FFS_TORCH_THREADS threads: API, wake, sleep and Redis share the cores, and
+    torch's default (one thread per core in every process) oversubscribes them."""
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+
+
 @app.command()
 def api():
     """Run the HTTP API (uvicorn)."""
@@ -45,6 +53,7 @@ def api():
 
     settings = _settings()
     _logging(settings.log_level)
+    _thread_budget(settings)
     if settings.api_workers == 1:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
         return
@@ -64,6 +73,7 @@ def wake():
 
     settings = _settings()
     _logging(settings.log_level)
+    _thread_budget(settings)
     try:
         main(settings)
     except WakeError as e:
@@ -73,11 +83,12 @@ def wake():
 
 @app.command()
 def sleep():
-    """Run the sleep worker (negative phase, on a schedule)."""
+    """Run the sleep worker (negative phase: answers the wake worker's dreams)."""
     from service.sleep import main
 
     settings = _settings()
     _logging(settings.log_level)
+    _thread_budget(settings)
     main(settings)
 
 
@@ -105,6 +116,8 @@ class System:
         from service.embedded import EmbeddedRedis
 
         env = {**os.environ, **self.extra_env}
+        # OpenMP reads its thread count when torch loads: the children start with the budget.
+        env.setdefault("OMP_NUM_THREADS", str(self.settings.torch_threads))
         if self.settings.redis_url is None:
             self.redis = EmbeddedRedis(Path(self.settings.checkpoint_dir) / "redis").start()
             env["FFS_REDIS_URL"] = self.redis.url

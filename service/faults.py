@@ -198,7 +198,7 @@ def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, dow
     port = free_port()
     env = {**os.environ, "FFS_REDIS_URL": server.url, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(workdir),
            "FFS_WIDTHS": "[32, 32]", "FFS_WAKE_METRICS_PORT": "0", "FFS_SLEEP_METRICS_PORT": "0",
-           "FFS_CHECKPOINT_EVERY_S": "0.5", "FFS_SLEEP_EVERY_S": "0.5", "FFS_DEVICE": "cpu",
+           "FFS_CHECKPOINT_EVERY_S": "0.5", "FFS_DEVICE": "cpu",
            "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
     roles = [Role(r, env, cwd).start() for r in ("api", "wake", "sleep")]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"x-input-dim": "196"})
@@ -254,7 +254,7 @@ def sleep_kill_run(workdir: Path, redis_url: str, *, cwd: Path | None = None) ->
     port, wake_metrics = free_port(), free_port()
     env = {**os.environ, "FFS_REDIS_URL": redis_url, "FFS_PORT": str(port), "FFS_CHECKPOINT_DIR": str(workdir),
            "FFS_KEY_PREFIX": "faults-sleep", "FFS_WIDTHS": "[32, 32]", "FFS_WAKE_METRICS_PORT": str(wake_metrics),
-           "FFS_SLEEP_METRICS_PORT": "0", "FFS_SLEEP_EVERY_S": "0.3", "FFS_HEARTBEAT_TTL_S": "1",
+           "FFS_SLEEP_METRICS_PORT": "0", "FFS_HEARTBEAT_TTL_S": "1",
            "FFS_DEVICE": "cpu", "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
     api, wake, sleep = (Role(r, env, cwd).start() for r in ("api", "wake", "sleep"))
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)

@@ -17,11 +17,11 @@ class Keys:
         return f"{self.prefix}:frames:{self.shard}"
 
     @property
-    def replay(self) -> str:  # bounded Redis Stream of recent frames for the sleep worker
-        return f"{self.prefix}:replay:{self.shard}"
+    def dream(self) -> str:  # hash: version, sample (the frames of the last positive step, for sleep)
+        return f"{self.prefix}:dream:{self.shard}"
 
     @property
-    def negatives(self) -> str:  # Redis Stream of negative-phase weight deltas, sleep -> wake
+    def negatives(self) -> str:  # Redis Stream of negative-phase gradients, sleep -> wake
         return f"{self.prefix}:negatives"
 
     @property

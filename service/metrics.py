@@ -100,6 +100,11 @@ class WakeMetrics:
                                           ["reason"], registry=r)
         for reason in ("stale", "invalid", "exploding"):
             self.negatives_rejected.labels(reason)
+        self.positive_steps = Counter(f"{NS}_positive_steps", "Accumulated positive gradients applied as one step",
+                                      registry=r)
+        self.negatives_missed = Counter(f"{NS}_negative_updates_missed", "Positive steps taken without the "
+                                        "previous step's negatives (the sleep worker did not answer in time)",
+                                        registry=r)
         self.rollbacks = Counter(f"{NS}_weight_rollbacks", "Times the weights became non-finite and went back "
                                  "to the last published snapshot", registry=r)
         self.goodness = Gauge(f"{NS}_online_goodness", "Mean goodness of the latest positive step, per layer",

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from ffcore.checkpoint import from_bytes
 from ffcore.layers import LayerConfig
+from ffcore.online import OnlineConfig
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from service.keys import Keys
 from service.settings import Settings
 
 
 def recurrent_config(settings: Settings) -> RecurrentConfig:
-    # The positive phase is SGD with momentum m, whose steady-state step is lr / (1 - m); the
-    # negative phase is a plain SGD delta, so by default it takes that same effective step.
-    negative_lr = settings.negative_learning_rate or settings.learning_rate / (1 - settings.momentum)
     layer = LayerConfig(optimizer="sgd", lr=settings.learning_rate, momentum=settings.momentum,
                         weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization)
     return RecurrentConfig(input_dim=settings.input_dim, num_classes=settings.num_classes,
                            widths=tuple(settings.widths), damping=settings.damping, iterations=8, eval_window=(3, 5),
-                           negative_lr=negative_lr, layer=layer,
-                           readout_lr=settings.readout_step / sum(settings.widths))
+                           layer=layer, readout_lr=settings.readout_step / sum(settings.widths))
+
+
+def online_config(settings: Settings) -> OnlineConfig:
+    return OnlineConfig(lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay,
+                        freeze=settings.freeze, unsupervised=settings.mode == "unsupervised",
+                        replay=settings.sleep_sample)
 
 
 def build(settings: Settings) -> RecurrentFF:

@@ -30,16 +30,15 @@ def async_client(settings: Settings) -> aioredis.Redis:
                                    socket_connect_timeout=2.0, health_check_interval=30)
 
 
-def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, replay_maxlen: int, now: float) -> None:
-    """Queue validated frames on ``pipe`` (a transaction): each goes to the wake worker's stream and
-    to the capped replay stream; the stream's and the model's counters move with them (the sleep
-    worker schedules itself on ``labeled_received``). Entry ids come back in the pipe's results,
-    two per frame (frames, replay) in order."""
+def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, now: float) -> None:
+    """Queue validated frames on ``pipe`` (a transaction): each goes to the wake worker's stream
+    (the sleep worker gets its frames from the wake worker's dreams, not a second copy); the
+    stream's and the model's counters move with them. Entry ids come back in the pipe's results,
+    one per frame in order."""
     for frame, label, seq in zip(frames, labels, seqs):
         fields = {"stream": stream_id, "data": frame.astype("<f4").tobytes(), "label": int(label),
                   "seq": int(seq), "t": now}
         pipe.xadd(keys.frames, fields)
-        pipe.xadd(keys.replay, fields, maxlen=replay_maxlen, approximate=True)
     pipe.hincrby(keys.stream(stream_id), "received", len(frames))
     pipe.hincrby(keys.model, "frames_received", len(frames))
     pipe.hincrby(keys.model, "labeled_received", int((labels >= 0).sum()))

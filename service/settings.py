@@ -45,19 +45,27 @@ class Settings(BaseSettings):
     num_classes: int = Field(10, ge=2, le=100_000)
     widths: list[int] = Field(default_factory=lambda: [256, 256])
     damping: float = Field(0.3, ge=0.0, lt=1.0)
-    # Online learning sees one frame per stream per step, often near-repeats of the last one (a
-    # static scene is "a boring video"), so it takes small plain steps: momentum would pile
-    # the repeats up and blow the goodness far past the threshold.
-    learning_rate: float = Field(3e-5, gt=0, le=1.0)
+    # The FF layers learn through ffcore.online: the positive phase's gradient is accumulated over
+    # a window of frames (across streams) and applied as one step; the sleep worker then computes
+    # the negative phase on the weights that include that step and the wake worker applies it
+    # before the next positive step (positive and negative alternate, staleness 0: separating
+    # them by even one step made learning collapse, measured in docs/RESULTS.md).
+    # The step is normalized by each layer's input width, so learning_rate is the fraction of
+    # each pre-activation's loss derivative taken per step, whatever the widths.
+    learning_rate: float = Field(1.0, gt=0, le=100.0, description="normalized FF step (both phases)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    negative_learning_rate: float | None = Field(None, gt=0, le=1.0)
+    freeze: bool = Field(False, description="keep the FF layers fixed; only the readout learns (the control)")
+    wake_window: int = Field(100, ge=1, description="positive frames accumulated per FF step")
+    wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
+    negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
+                                   "before the next positive step goes ahead without them")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch threads per process (wake, sleep, api)")
     peer_normalization: float = Field(0.0, ge=0)
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
-    # width: its SGD step is readout_step / |x|^2 (normalized LMS), the same relative step for
-    # any widths. A step of 1e-2 regardless of width overshot on every frame and the served
-    # predictions swung between snapshots (31-66% MNIST error; docs/RESULTS.md).
-    readout_step: float = Field(0.25, gt=0, le=10.0, description="readout SGD step times the total hidden width")
+    # width: its SGD step per frame is readout_step / |x|^2 (normalized LMS), the same relative
+    # step for any widths.
+    readout_step: float = Field(0.25, gt=0, le=10.0, description="readout SGD step per frame times the total hidden width")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # --- wake worker ---
@@ -81,13 +89,11 @@ class Settings(BaseSettings):
     accuracy_window: int = Field(200, ge=1, description="frames in the rolling prequential accuracy")
 
     # --- sleep worker ---
-    # Small, frequent sleeps: negatives computed for a long stretch of wake and applied at once
-    # are one large step that kills units (measured: docs/RESULTS.md, "MNIST through the API").
-    sleep_every_s: float = Field(2.0, gt=0)
-    sleep_every_frames: int = Field(128, ge=0, description="also run after this many new labeled frames; 0: off")
-    sleep_sample: int = Field(256, ge=1, description="recent frames per sleep cycle")
-    sleep_iterations: int = Field(4, ge=1)
-    replay_maxlen: int = Field(10_000, ge=1)
+    # Each FF step of the wake worker publishes a "dream": a sample of the frames it learned from,
+    # with their labels and their streams' states; the sleep worker answers each with the negative
+    # phase on the snapshot that includes that step.
+    sleep_sample: int = Field(100, ge=1, description="frames per dream (the replay sample)")
+    sleep_iterations: int = Field(2, ge=1, description="damped iterations per negative frame")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

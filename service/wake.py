@@ -1,5 +1,12 @@
-"""The wake worker: owns the weights, pipelines frames through the recurrent FF net, applies a
-positive update per frame, and applies the sleep worker's negative updates between steps.
+"""The wake worker: owns the weights, pipelines frames through the recurrent FF net, learns the
+positive phase from every frame, and applies the sleep worker's negative phase between steps.
+
+Learning goes through ``ffcore.online``: each frame's positive gradient is accumulated; every
+``wake_window`` frames (or ``wake_window_s`` seconds) the sum is applied as one step, published
+as a snapshot together with a "dream" (a sample of those frames with their labels and stream
+states), and the next positive step waits until the sleep worker's negative phase for that dream
+has been applied (at most ``negative_wait_s``): the two phases alternate, as in the interleaved
+trainer.
 
 Frames come from a Redis Stream through a consumer group. Each step advances every stream that
 has a pending frame by exactly one frame, so per-stream order holds while many streams share one
@@ -27,8 +34,8 @@ import numpy as np
 import torch
 
 from ffcore.checkpoint import from_bytes, load_checkpoint, save_checkpoint, to_bytes
-from ffcore.delta import WeightDelta
 from ffcore.device import resolve_device
+from ffcore.online import FFGradient, OnlineLearner
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
@@ -97,7 +104,7 @@ class WakeWorker:
         self.redis = redis
         self.keys = keys or Keys(settings.key_prefix)
         self.device = resolve_device(settings.device)
-        self.model = model_io.build(settings).to(self.device)
+        self.set_model(model_io.build(settings).to(self.device))
         self.version = 0
         self.frames_seen = 0
         self.streams = StreamTable()
@@ -117,7 +124,14 @@ class WakeWorker:
         self.metrics = WakeMetrics(len(self.model.layers))
         self._last_good = to_bytes(self.model)  # the last published weights (finite by construction)
         self._last_metrics = 0.0
+        self._window_started: float | None = None  # when the positive accumulator got its first frame
+        self.awaiting: tuple[int, float] | None = None  # (dream version, since): negatives not yet applied
         self.running = True
+
+    def set_model(self, model) -> None:
+        """Learn ``model`` from now on (a fresh optimizer and positive accumulator)."""
+        self.model = model
+        self.learner = OnlineLearner(model, model_io.online_config(self.settings))
 
     # ---- lifecycle -----------------------------------------------------------------------
     @property
@@ -140,7 +154,7 @@ class WakeWorker:
             raise WakeError(f"the checkpoint in {self.checkpoint_dir} is a {have.input_dim}-{list(have.widths)}-"
                             f"{have.num_classes} net but the settings ask for {want.input_dim}-{list(want.widths)}-"
                             f"{want.num_classes}: point FFS_CHECKPOINT_DIR at a new folder to start afresh")
-        self.model = model
+        self.set_model(model)
         self.version = int(progress["version"])
         self.frames_seen = int(progress["frames_seen"])
         self.negatives_cursor = progress["negatives_cursor"]
@@ -161,7 +175,9 @@ class WakeWorker:
 
     def checkpoint(self) -> None:
         """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
-        replacing the LATEST pointer; then the frames it includes are acknowledged."""
+        replacing the LATEST pointer; then the frames it includes are acknowledged. Frames whose
+        positive gradient is still accumulated are applied first, so the weights include them."""
+        self.positive_step()
         if not self.weights_finite():
             self.publish()  # goes back to the last good snapshot; only finite weights are kept
         name = f"ckpt-{time.time_ns()}"
@@ -261,6 +277,7 @@ class WakeWorker:
     def housekeeping(self) -> None:
         now = time.monotonic()
         self.redis.set(self.keys.heartbeat("wake"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
+        self.maybe_positive_step(window_only=False)
         # Negatives are published at once: the sleep worker computes its next update from the
         # served snapshot, and one that lacked the last update would push the same way twice.
         if (self._negatives_since_snapshot or self._frames_since_snapshot >= self.settings.snapshot_every_frames
@@ -301,6 +318,46 @@ class WakeWorker:
         if self.device.type == "cuda":
             m.gpu_memory.labels("allocated").set(torch.cuda.memory_allocated(self.device))
             m.gpu_memory.labels("reserved").set(torch.cuda.memory_reserved(self.device))
+
+    # ---- the wake/sleep rhythm -------------------------------------------------------------
+    def maybe_positive_step(self, window_only: bool = True) -> bool:
+        """Apply the accumulated positive gradient if the window is full (or, unless
+        ``window_only``, has waited ``wake_window_s``) and the last step's negatives have been
+        applied (or waited for ``negative_wait_s``). Returns whether a step was taken."""
+        count = self.learner.positive.count
+        if not count:
+            return False
+        now = time.monotonic()
+        if self._window_started is None:
+            self._window_started = now
+        if count < self.settings.wake_window and (window_only or now - self._window_started < self.settings.wake_window_s):
+            return False
+        if self.awaiting is not None:
+            self.apply_negatives()
+        if self.awaiting is not None:
+            if now - self.awaiting[1] < self.settings.negative_wait_s:
+                return False  # frames keep accumulating: the next step covers them all
+            log.warning("no negatives for dream v%d after %.1f s: positive step without them",
+                        self.awaiting[0], now - self.awaiting[1])
+            self.metrics.negatives_missed.inc()
+            self.awaiting = None
+        self.positive_step()
+        return True
+
+    def positive_step(self) -> None:
+        """Apply the accumulated positive gradient as one step, publish the weights and the dream
+        (a sample of the frames just learned) the sleep worker answers with the negative phase."""
+        grad, sample = self.learner.take_positive(), self.learner.take_replay()
+        self._window_started = None
+        if not grad.count:
+            return
+        self.learner.apply(grad)
+        self.metrics.positive_steps.inc()
+        if not self.publish() or sample is None or self.settings.freeze:
+            return
+        self.redis.hset(self.keys.dream, mapping={"version": self.version, "sample": sample.to_bytes(),
+                                                  "frames": grad.count})
+        self.awaiting = (self.version, time.monotonic())
 
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
@@ -346,6 +403,7 @@ class WakeWorker:
             start = time.perf_counter()
             stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch]) or stats
             self.metrics.update_seconds.observe(time.perf_counter() - start)
+            self.maybe_positive_step()
         for key, value in stats.items():  # g_pos_<layer>: the last labeled step's mean goodness
             self.metrics.goodness.labels(key.rsplit("_", 1)[1]).set(value)
         applied = sum(len(items) for items in per_stream.values())
@@ -373,29 +431,15 @@ class WakeWorker:
         frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in fields])).to(self.device)
         labels = torch.tensor([int(f[b"label"]) for f in fields], device=self.device)
         rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window, self.saved_states(ids))
-        state = self.streams.state.index(rows)
-        labeled = labels >= 0
-        new_state, stats = state, {}  # `state` is this step's own copy of the rows (index copies)
-        if labeled.any():
-            idx = labeled.nonzero().squeeze(1)
-            # Prequential: predict each labeled frame before learning from it, with the readout on
-            # the frame's bottom-up representation (the path /v1/predict takes for a frame without
-            # context), so the accuracy shown is the accuracy a client gets.
-            # The readout step returns the logits it computed before learning: the predictions.
-            _, logits = self.model.readout.train_step(self.model.bottom_up_features(frames[idx]), labels[idx])
-            predicted = logits.argmax(dim=1)
-            for j, i in enumerate(idx.tolist()):
-                self.streams.hits[ids[i]].append(int(predicted[j] == labels[i]))
-        if self.settings.mode == "unsupervised":  # every frame learns, with the neutral label on top
-            new_state, stats = self.model.positive_update(frames, None, state)
-        else:
-            if not labeled.all():  # unlabeled frames: the state moves on, nothing is learned
-                unl = (~labeled).nonzero().squeeze(1)
-                moved, _ = self.model.step(frames[unl], None, state.index(unl))
-                new_state.scatter(unl, moved)
-            if labeled.any():
-                learned, stats = self.model.positive_update(frames[idx], labels[idx], state.index(idx))
-                new_state.scatter(idx, learned)
+        # Prequential: each labeled frame is predicted (the readout on its bottom-up features, the
+        # path /v1/predict takes for a frame without context) before anything learns from it.
+        result = self.learner.learn_step(frames, labels, self.streams.state.index(rows))
+        new_state = result.state
+        if result.logits is not None:
+            idx = (labels >= 0).nonzero().squeeze(1).tolist()
+            for i, hit in zip(idx, (result.logits.argmax(dim=1) == labels[idx]).tolist()):
+                self.streams.hits[ids[i]].append(int(hit))
+        stats = {f"g_pos_{i}": g for i, g in enumerate(result.goodness.mean(dim=0).tolist())}
         self.streams.state.scatter(rows, new_state)
         self.frames_seen += len(ids)
         self._frames_since_snapshot += len(ids)
@@ -403,7 +447,7 @@ class WakeWorker:
         self.counters["frames_applied"] += len(ids)
         self.metrics.steps.inc()
         self.metrics.frames_applied.inc(len(ids))
-        return {k: v for k, v in stats.items() if k.startswith("g_pos")}
+        return stats
 
     def saved_states(self, ids: list[str]) -> dict[str, RecurrentState]:
         """States saved at eviction for the streams among ``ids`` that are not active."""
@@ -425,29 +469,34 @@ class WakeWorker:
 
     # ---- negative phase (from the sleep worker) -------------------------------------------
     def apply_negatives(self) -> int:
+        """Apply the negative-phase gradients the sleep worker sent, through the same optimizer as
+        the positive phase; refuse stale, invalid and exploding ones (counted)."""
         reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
         entries = reply[0][1] if reply else []
         applied = 0
         for eid, fields in entries:
             self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
             version = int(fields[b"version"])
+            if self.awaiting is not None and version >= self.awaiting[0]:
+                self.awaiting = None  # answered (applied or refused): the next positive step may go
             if self.version - version > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
                 self.metrics.negatives_rejected.labels("stale").inc()
                 self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
                 continue
             try:
-                delta = WeightDelta.from_bytes(fields[b"delta"])
-                if not delta.is_finite():
+                grad = FFGradient.from_bytes(fields[b"gradient"], self.device)
+                if not grad.is_finite():
                     raise ValueError("non-finite values")
-                changes = self.model.delta_matrices(delta)
-                ratio = max(float(dw.norm() / layer.linear.weight.detach().norm().clamp_min(1e-12))
-                            for layer, (dw, _) in zip(self.model.layers, changes))
+                if len(grad.weights) != len(self.model.layers) or any(
+                        g.shape != layer.linear.weight.shape for g, layer in zip(grad.weights, self.model.layers)):
+                    raise ValueError(f"gradient shapes {[tuple(g.shape) for g in grad.weights]} do not fit the model")
+                ratio = max(self.learner.step_ratio(grad))
                 if ratio > self.settings.max_delta_ratio:
                     self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
                                                        f"(limit {self.settings.max_delta_ratio})")
                     continue
-                self.model.apply_matrices(changes)
+                self.learner.apply(grad)
             except ValueError as e:
                 self._refuse_negative("invalid", str(e))
                 continue
@@ -458,11 +507,6 @@ class WakeWorker:
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)
         if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
             self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
-            if not self._negatives_since_snapshot:
-                # All refused: the served weights already "include" them. Say so now, or a sleep
-                # worker waiting for its refused update to be served would wait for the next
-                # snapshot, which never comes while no frames arrive.
-                self.redis.hset(self.keys.model, "negatives_cursor", self.negatives_cursor)
         return applied
 
     def _refuse_negative(self, reason: str, why: str) -> None:
@@ -483,7 +527,7 @@ class WakeWorker:
             self.metrics.rollbacks.inc()
             self.redis.hincrby(self.keys.model, "rollbacks", 1)
             log.error("weights became non-finite: back to snapshot v%d", self.version)
-            self.model = from_bytes(self._last_good, self.device)
+            self.set_model(from_bytes(self._last_good, self.device))
             self._frames_since_snapshot = self._negatives_since_snapshot = 0
             return False
         self.version += 1

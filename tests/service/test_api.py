@@ -169,7 +169,7 @@ def test_no_pickle_in_any_redis_payload(client, settings, sync_redis):
     worker = WakeWorker(settings, sync_client(settings))
     worker.setup()
     worker.poll(pending=False)
-    worker.publish()
+    worker.positive_step()  # publishes the weights and the dream
     from service.sleep import SleepWorker
 
     assert SleepWorker(settings, sync_client(settings)).cycle() == 5

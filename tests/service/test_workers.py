@@ -8,7 +8,7 @@ import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ffcore.delta import WeightDelta
+from ffcore.online import FFGradient
 from service.keys import Keys
 from service.redis_io import enqueue_frames, sync_client
 from service.sleep import SleepWorker
@@ -19,7 +19,7 @@ def _post(redis, keys, stream, value, label=-1, seq=-1):
     """What the API does with one accepted frame."""
     pipe = redis.pipeline(transaction=True)
     enqueue_frames(pipe, keys, stream, np.full((1, 196), value, np.float32), np.array([label]), np.array([seq]),
-                   replay_maxlen=10_000, now=0.0)
+                   now=0.0)
     pipe.execute()
 
 
@@ -125,10 +125,14 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
     wake.poll(pending=False)
+    assert wake.learner.positive.count == 8  # accumulated, fewer than a window: not applied yet
+    wake.positive_step()  # what a full window (or wake_window_s) triggers: step, snapshot, dream
+    assert wake.awaiting is not None and not wake.maybe_positive_step()  # waits for the negatives
     sleep = SleepWorker(settings, sync_client(settings))
+    assert sleep.due()
     before = [p.detach().clone() for p in wake.model.parameters()]
-    assert sleep.cycle() == 8
-    assert wake.apply_negatives() == 1
+    assert sleep.cycle() == 8 and not sleep.due()
+    assert wake.apply_negatives() == 1 and wake.awaiting is None
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
     assert wake.counters["negatives_applied"] == 1
     wake.refresh_metrics()
@@ -144,7 +148,7 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     # a delta computed from a snapshot that is too old is refused, and counted
     for _ in range(settings.max_delta_staleness + 1):
         wake.publish()
-    sync_redis.xadd(keys.negatives, {"version": 1, "delta": WeightDelta([]).to_bytes(), "n": 0})
+    sync_redis.xadd(keys.negatives, {"version": 1, "gradient": FFGradient([], []).to_bytes(), "n": 0})
     assert wake.apply_negatives() == 0
     assert wake.counters["negatives_rejected_stale"] == 1
     assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
@@ -154,17 +158,19 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
-    bad = WeightDelta([(torch.full((1, 32), float("nan")), torch.ones(1, 196 + 32)),
-                       (torch.ones(1, 32), torch.ones(1, 42))])
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": bad.to_bytes(), "n": 1})
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": b"not safetensors", "n": 1})
+    def gradient(fill):
+        return FFGradient([torch.full((32, 196 + 32), fill), torch.ones(32, 42)], [torch.ones(32), torch.ones(32)], 1)
+
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": gradient(float("nan")).to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": b"not safetensors", "n": 1})
+    wrong_shape = FFGradient([torch.ones(3, 3), torch.ones(32, 42)], [torch.ones(3), torch.ones(32)], 1)
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": wrong_shape.to_bytes(), "n": 1})
     assert wake.apply_negatives() == 0
-    assert wake.counters["negatives_rejected_invalid"] == 2
+    assert wake.counters["negatives_rejected_invalid"] == 3
     assert all(torch.isfinite(p).all() for p in wake.model.parameters())
     # finite but exploding: a step many times the size of the weights themselves
-    huge = WeightDelta([(torch.full((1, 32), 1e3), torch.ones(1, 196 + 32)), (torch.ones(1, 32), torch.ones(1, 42))])
     before = [p.detach().clone() for p in wake.model.parameters()]
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "delta": huge.to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": gradient(1e5).to_bytes(), "n": 1})
     assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_exploding"] == 1
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
     assert _samples(wake.metrics.registry)["ffstream_negative_updates_rejected_total|reason=exploding"] == 1
@@ -173,12 +179,15 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
 def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     sleep = SleepWorker(settings, sync_client(settings))
+    sync_redis.hset(keys.dream, mapping={"version": 1, "sample": b"", "frames": 0})  # a dream to answer
     sync_redis.hset(keys.sleep, "paused", 1)
-    assert not sleep.due(last_cycle=0.0)
+    assert not sleep.due()
     sync_redis.set(keys.sleep_trigger, 1)
-    assert sleep.due(last_cycle=0.0)
+    assert sleep.due()
     sync_redis.hset(keys.sleep, "paused", 0)
-    assert sleep.due(last_cycle=0.0)
+    assert sleep.due()
+    sleep.dreamt = 1  # answered: nothing more until the next dream
+    assert not sleep.due()
 
 
 def test_checkpoint_and_resume(settings, sync_redis):
@@ -238,12 +247,13 @@ def test_unsupervised_mode_learns_from_unlabeled_frames_and_dreams_hybrids(setti
     for seq in range(6):
         frame = rng.random((1, 196), dtype=np.float32)
         pipe = sync_redis.pipeline(transaction=True)
-        enqueue_frames(pipe, keys, "u", frame, np.array([-1]), np.array([seq]), replay_maxlen=100, now=0.0)
+        enqueue_frames(pipe, keys, "u", frame, np.array([-1]), np.array([seq]), now=0.0)
         pipe.execute()
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     assert wake.poll() == 6
+    wake.positive_step()
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # learned, no labels
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 6  # hybrids of the six unlabeled frames
@@ -273,7 +283,7 @@ def test_adversarial_frames_never_make_the_served_model_non_finite(settings, syn
             seq += 1
     alternating = np.where(np.arange(196) % 2 == 0, 3e38, -3e38).astype(np.float32)[None]
     pipe = sync_redis.pipeline(transaction=True)
-    enqueue_frames(pipe, keys, "adv", alternating, np.array([9]), np.array([seq]), replay_maxlen=10_000, now=0.0)
+    enqueue_frames(pipe, keys, "adv", alternating, np.array([9]), np.array([seq]), now=0.0)
     pipe.execute()
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
@@ -281,6 +291,7 @@ def test_adversarial_frames_never_make_the_served_model_non_finite(settings, syn
     while (n := wake.poll()) > 0:
         applied += n
     assert applied == 4 * 30 + 1
+    wake.positive_step()
     sleep = SleepWorker(settings, sync_client(settings))
     sleep.cycle()
     wake.apply_negatives()
@@ -321,19 +332,53 @@ def test_a_resent_frame_with_an_applied_seq_is_skipped_once_and_counted(settings
     assert again.poll() == 0 and again.duplicates == {"a": 3}
 
 
-def test_a_refused_update_does_not_leave_the_sleep_worker_waiting(settings, sync_redis):
+def test_a_refused_update_does_not_leave_the_wake_worker_waiting(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     for seq in range(4):
         _post(sync_redis, keys, "a", 0.2 * seq, label=seq % 2, seq=seq)
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
     wake.poll()
-    wake.housekeeping()  # publishes the frames
+    wake.positive_step()
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 4
     for _ in range(settings.max_delta_staleness + 1):  # the update goes stale before wake reads it
         wake.publish()
     assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_stale"] == 1
-    assert sleep.last_update_served()  # no frames, no new snapshot: the sleep worker may go on
+    assert wake.awaiting is None  # answered, if refused: the next positive step may go ahead
     _post(sync_redis, keys, "a", 0.9, label=1, seq=4)
-    assert sleep.cycle() > 0
+    wake.poll()
+    wake.positive_step()
+    assert sleep.due() and sleep.cycle() == 1
+
+
+def test_without_an_answer_the_positive_step_goes_ahead_after_the_wait(settings, sync_redis):
+    settings = settings.model_copy(update={"wake_window": 2, "negative_wait_s": 0.2})
+    keys = Keys(settings.key_prefix)
+    for seq in range(6):
+        _post(sync_redis, keys, "a", 0.1 * seq, label=seq % 2, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll()  # the first window's step, then frames accumulate while it waits for negatives
+    steps = _samples(wake.metrics.registry)["ffstream_positive_steps_total"]
+    assert steps == 1 and wake.learner.positive.count == 4
+    time.sleep(0.25)  # no sleep worker: after negative_wait_s the next step goes ahead, counted
+    assert wake.maybe_positive_step()
+    w = _samples(wake.metrics.registry)
+    assert w["ffstream_positive_steps_total"] == 2 and w["ffstream_negative_updates_missed_total"] == 1
+
+
+def test_frozen_ff_layers_stay_bit_identical_and_the_readout_learns(settings, sync_redis):
+    settings = settings.model_copy(update={"freeze": True})
+    keys = Keys(settings.key_prefix)
+    for seq in range(10):
+        _post(sync_redis, keys, "a", 0.1 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    layers = [p.detach().clone() for p in wake.model.layers.parameters()]
+    readout = wake.model.readout.linear.weight.detach().clone()
+    assert wake.poll() == 10
+    wake.checkpoint()
+    assert all(torch.equal(a, b) for a, b in zip(layers, wake.model.layers.parameters()))
+    assert not torch.equal(readout, wake.model.readout.linear.weight)
+    assert sync_redis.hget(keys.dream, "version") is None  # frozen: nothing for the sleep worker to do

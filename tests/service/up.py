@@ -32,7 +32,7 @@ def ffstream_up(checkpoint_dir: Path, **env_overrides: str):
     ports = {"api": free_port(), "wake": free_port(), "sleep": free_port()}
     env = {**os.environ, "FFS_PORT": str(ports["api"]), "FFS_WAKE_METRICS_PORT": str(ports["wake"]),
            "FFS_SLEEP_METRICS_PORT": str(ports["sleep"]), "FFS_CHECKPOINT_DIR": str(checkpoint_dir),
-           "FFS_WIDTHS": "[64, 64]", "FFS_SLEEP_EVERY_S": "0.5", "FFS_SNAPSHOT_EVERY_FRAMES": "100",
+           "FFS_WIDTHS": "[64, 64]", "FFS_SNAPSHOT_EVERY_FRAMES": "100",
            "FFS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", **env_overrides}
     env.pop("FFS_REDIS_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=REPO,

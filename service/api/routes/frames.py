@@ -161,11 +161,11 @@ async def post_frames(
         raise Rejected(429, "rate_limited", f"{len(frames)} more frames would pass this stream's limit of "
                        f"{settings.max_stream_fps:g} frames/s", frames=len(frames), retry_after=1)
     pipe = redis.pipeline(transaction=True)
-    enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, settings.replay_maxlen, now)
+    enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, now)
     pipe.sadd(keys.streams, stream_id)
     pipe.incrby(rate_key, len(frames))
     pipe.expire(rate_key, 2)
     results = await pipe.execute()
-    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[0 : 2 * len(frames) : 2]]
+    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[: len(frames)]]
     metrics.frames_accepted.inc(len(frames))
     return FramesAccepted(accepted=len(frames), positions=positions)

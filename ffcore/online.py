@@ -1,0 +1,373 @@
+"""The online-learning contract of the recurrent FF net, shared by the in-process trainer and the
+service's wake and sleep workers (in the spirit of River's ``learn_one`` / ``predict_one``).
+
+    learner = OnlineLearner(model, OnlineConfig())
+    out = learner.learn_step(frames, labels, state)   # predict first (prequential), then learn
+    learner.apply(learner.take_positive())            # the positive phase, every W frames
+    g = negative_gradient(snapshot, frames, labels)   # the negative phase, from a weight snapshot
+    learner.apply(g)                                  # the same update rule for both phases
+
+The positive phase of a step needs only that step: each layer's FF-loss gradient is a sum of
+per-frame outer products ``dz.T @ x_norm``, added to a dense accumulator the size of the weights,
+so memory does not depend on how many frames are accumulated and no activation is stored. The
+negative phase is computed on a copy of the weights (a snapshot, "during sleep") and travels as
+an :class:`FFGradient`. Both go through one optimizer (SGD with momentum), so separated phases
+compose like interleaved ones: with momentum their steps blend, as in asynchronous SGD.
+
+Gradients are *sums* over frames and the step is ``lr`` per frame: accumulating W frames and
+applying once equals one batched step on those frames, whatever W is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ffcore.goodness import goodness_sign
+from ffcore.negatives import wrong_labels_hard, wrong_labels_uniform
+from ffcore.recurrent import RecurrentFF
+from ffcore.state import RecurrentState
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """How the online learner updates the FF layers (the readout keeps its own optimizer)."""
+
+    lr: float = 1e-4  # step per frame's gradient (gradients are sums over frames)
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    freeze: bool = False  # FF layers fixed: only the readout learns (the control of every claim)
+    unsupervised: bool = False  # every frame learns with the neutral label on top
+    replay: int = 100  # frames kept (the most recent learned) for the negative phase of a step
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.replay < 1:
+            raise ValueError(f"replay must be >= 1, got {self.replay}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+class FFGradient:
+    """The FF-loss gradient of every hidden layer, summed over ``count`` frames (dense, the size
+    of the weights: it does not grow with the frames it sums)."""
+
+    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], count: int = 0):
+        self.weights, self.biases, self.count = weights, biases, int(count)
+
+    @classmethod
+    def zeros_like(cls, model: RecurrentFF) -> "FFGradient":
+        return cls([torch.zeros_like(layer.linear.weight) for layer in model.layers],
+                   [torch.zeros_like(layer.linear.bias) for layer in model.layers])
+
+    def add_(self, i: int, dz: torch.Tensor, x_norm: torch.Tensor) -> None:
+        """Add frames' gradient of layer ``i``: ``dz`` (B, N) loss derivatives, ``x_norm`` (B, D)."""
+        self.weights[i].addmm_(dz.T, x_norm)
+        self.biases[i].add_(dz.sum(dim=0))
+
+    def scale_(self, factor: float) -> "FFGradient":
+        for t in (*self.weights, *self.biases):
+            t.mul_(factor)
+        return self
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in (*self.weights, *self.biases))
+
+    def norms(self) -> list[float]:
+        return [float(w.norm()) for w in self.weights]
+
+    def to_bytes(self) -> bytes:
+        """safetensors bytes (never pickle); the frame count travels in the metadata."""
+        tensors = {f"{i}.weight": w.detach().cpu().contiguous() for i, w in enumerate(self.weights)}
+        tensors.update({f"{i}.bias": b.detach().cpu().contiguous() for i, b in enumerate(self.biases)})
+        return st_save(tensors, metadata={"count": str(self.count)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device="cpu") -> "FFGradient":
+        try:
+            tensors = st_load(data)
+            count = _metadata(data).get("count", "0")
+        except Exception as e:  # safetensors raises its own error types for malformed bytes
+            raise ValueError(f"not a serialized FF gradient: {e}") from e
+        n = len(tensors) // 2
+        expected = {f"{i}.{part}" for i in range(n) for part in ("weight", "bias")}
+        if set(tensors) != expected:
+            raise ValueError(f"a serialized gradient holds {sorted(expected)}, got {sorted(tensors)}")
+        if not count.isdigit():
+            raise ValueError(f"a serialized gradient's count must be a whole number, got {count!r}")
+        return cls([tensors[f"{i}.weight"].to(device) for i in range(n)],
+                   [tensors[f"{i}.bias"].to(device) for i in range(n)], int(count))
+
+
+def _metadata(data: bytes) -> dict:
+    """The ``__metadata__`` of safetensors bytes (its header is 8 bytes of length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]).get("__metadata__", {}) or {}
+
+
+def _activation_derivative(kind: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if kind == "relu":
+        return (z > 0).to(z.dtype)
+    if kind == "leaky_relu":
+        return torch.where(z > 0, 1.0, 0.01).to(z.dtype)
+    if kind == "tanh":
+        return 1 - y.square()
+    if kind == "sigmoid":
+        return y * (1 - y)
+    if kind == "gelu":  # exact gelu: Phi(z) + z phi(z)
+        phi = torch.exp(-0.5 * z.square()) / (2 * torch.pi) ** 0.5
+        return 0.5 * (1 + torch.erf(z / 2**0.5)) + z * phi
+    raise ValueError(f"no derivative for activation {kind!r}")
+
+
+def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
+    """Closed-form derivative of each frame's FF logistic loss (paper eq. 1) with respect to the
+    pre-activations ``z`` (B, N), for one phase; summed over frames it is the layer's gradient."""
+    cfg = layer.config
+    if cfg.loss != "logistic":
+        raise ValueError("separate positive and negative phases need the logistic (threshold) loss")
+    s = goodness_sign(cfg.goodness)
+    squared = cfg.goodness.endswith("ssq")
+    measure = y.square().sum(dim=1) if squared else y.abs().sum(dim=1)
+    logit = s * (measure - layer.threshold)
+    # positive: loss softplus(-logit), dL/dlogit = -sigma(-logit); negative: softplus(logit), sigma(logit)
+    dlogit = -torch.sigmoid(-logit) if phase == "positive" else torch.sigmoid(logit)
+    dmeasure_dy = 2 * y if squared else torch.sign(y)
+    return (s * dlogit)[:, None] * dmeasure_dy * _activation_derivative(cfg.activation, z, y)
+
+
+def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor, state: RecurrentState,
+                    phase: str, grad: FFGradient | None, mask: torch.Tensor | None = None):
+    """One damped synchronous iteration; adds the phase's gradient of the frames in ``mask``
+    (all if None) to ``grad`` (if given). Returns (new state, goodness (B, L))."""
+    ys, new, good = state.activities, [], []
+    kind = model.config.layer.goodness
+    for i, layer in enumerate(model.layers):
+        x_norm = layer.normalized_input(model._inputs(frames, top, ys, i))
+        z = layer.linear(x_norm)
+        y = layer._act(z)
+        if grad is not None:
+            dz = ff_dz(layer, z, y, phase)
+            if mask is None:
+                grad.add_(i, dz, x_norm)
+            elif mask.any():
+                grad.add_(i, dz[mask], x_norm[mask])
+        new.append(model._damp(ys[i], y))
+        good.append(goodness_sign(kind) * (y.square().sum(1) if kind.endswith("ssq") else y.abs().sum(1)))
+    return RecurrentState(new), torch.stack(good, dim=1)
+
+
+@dataclass
+class ReplaySample:
+    """Frames a positive step learned from, with their labels and the state each frame's stream
+    had when it arrived: what the negative phase needs to dream the same frames with wrong labels
+    in the same context. ``frames`` (n, D), ``labels`` (n,), ``state`` n rows."""
+
+    frames: torch.Tensor
+    labels: torch.Tensor
+    state: RecurrentState
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @staticmethod
+    def cat(parts: list["ReplaySample"]) -> "ReplaySample":
+        return ReplaySample(torch.cat([p.frames for p in parts]), torch.cat([p.labels for p in parts]),
+                            RecurrentState.cat([p.state for p in parts]))
+
+    def last(self, n: int) -> "ReplaySample":
+        return ReplaySample(self.frames[-n:], self.labels[-n:], RecurrentState([y[-n:] for y in self.state.activities]))
+
+    def to_bytes(self) -> bytes:
+        """safetensors bytes (never pickle)."""
+        tensors = {"frames": self.frames.detach().cpu().contiguous(), "labels": self.labels.detach().cpu().contiguous()}
+        tensors.update({f"state.{i}": y.detach().cpu().contiguous() for i, y in enumerate(self.state.activities)})
+        return st_save(tensors)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, device="cpu") -> "ReplaySample":
+        try:
+            tensors = st_load(data)
+        except Exception as e:  # safetensors raises its own error types for malformed bytes
+            raise ValueError(f"not a serialized replay sample: {e}") from e
+        layers = len(tensors) - 2
+        expected = {"frames", "labels", *(f"state.{i}" for i in range(layers))}
+        if layers < 1 or set(tensors) != expected:
+            raise ValueError(f"a serialized replay sample holds {sorted(expected)}, got {sorted(tensors)}")
+        return cls(tensors["frames"].to(device), tensors["labels"].to(device),
+                   RecurrentState([tensors[f"state.{i}"].to(device) for i in range(layers)]))
+
+
+@dataclass
+class StepResult:
+    state: RecurrentState  # the streams' states after this frame
+    logits: torch.Tensor | None  # (S_labeled, C) the readout's predictions made BEFORE learning
+    goodness: torch.Tensor  # (S, L) goodness of every layer after the step
+
+
+class OnlineLearner:
+    """Learns a :class:`RecurrentFF` from streams, one frame per stream per step.
+
+    ``learn_step`` predicts (the readout on the frame's bottom-up features, as a client's predict
+    would) before learning, trains the readout, advances every stream's state by one damped
+    iteration and adds the positive phase's gradient to an accumulator; ``apply`` takes a
+    gradient of either phase through the one optimizer.
+    """
+
+    def __init__(self, model: RecurrentFF, config: OnlineConfig | None = None):
+        self.model = model
+        self.config = config or OnlineConfig()
+        self.positive = FFGradient.zeros_like(model)
+        self._replay: list[ReplaySample] = []
+        self._replay_size = 0
+        self.optimizer = torch.optim.SGD([p for layer in model.layers for p in layer.linear.parameters()],
+                                         lr=self.config.lr, momentum=self.config.momentum,
+                                         weight_decay=self.config.weight_decay)
+
+    @torch.no_grad()
+    def learn_step(self, frames: torch.Tensor, labels: torch.Tensor, state: RecurrentState) -> StepResult:
+        """``frames`` (S, D), ``labels`` (S,) with -1 for unlabeled, ``state`` of these S streams."""
+        labeled = labels >= 0
+        logits = None
+        if labeled.any():
+            idx = labeled.nonzero().squeeze(1)
+            logits = self.readout_step(self.model.bottom_up_features(frames[idx]), labels[idx])
+        unsupervised = self.config.unsupervised
+        top = self.model.label_vector(None if unsupervised else labels, len(frames), frames.device)
+        learns = None if self.config.freeze else (torch.ones_like(labeled) if unsupervised else labeled)
+        grad = None if learns is None else self.positive
+        new, good = phase_iteration(self.model, frames, top, state, "positive", grad, learns)
+        if learns is not None and learns.any():
+            self.positive.count += int(learns.sum())
+            self._remember(ReplaySample(frames[learns], labels[learns], state.index(learns.nonzero().squeeze(1))))
+        return StepResult(new, logits, good)
+
+    def _remember(self, part: ReplaySample) -> None:
+        """Keep the most recent ``config.replay`` learned frames (bounded memory)."""
+        self._replay.append(part)
+        self._replay_size += len(part)
+        while self._replay_size - len(self._replay[0]) >= self.config.replay:
+            self._replay_size -= len(self._replay.pop(0))
+
+    def take_replay(self) -> ReplaySample | None:
+        """The most recent learned frames since the last call (at most ``config.replay``), or None."""
+        if not self._replay:
+            return None
+        sample = ReplaySample.cat(self._replay).last(self.config.replay)
+        self._replay, self._replay_size = [], 0
+        return sample
+
+    def readout_step(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """One step of the softmax readout down its cross-entropy summed over the frames (so its
+        speed per frame does not depend on how many frames share a step). Returns the logits
+        computed before the step: the prequential predictions."""
+        readout = self.model.readout
+        logits = readout(features)
+        error = torch.softmax(logits, dim=1)
+        error[torch.arange(len(labels)), labels] -= 1.0  # d(cross-entropy)/d(logits), (B, C)
+        readout.linear.weight.grad = error.T @ features
+        readout.optimizer.step()
+        readout.optimizer.zero_grad(set_to_none=True)
+        return logits
+
+    def take_positive(self) -> FFGradient:
+        """The accumulated positive gradient; the accumulator starts again from zero."""
+        out, self.positive = self.positive, FFGradient.zeros_like(self.model)
+        return out
+
+    @torch.no_grad()
+    def apply(self, grad: FFGradient, scale: float = 1.0) -> None:
+        """One optimizer step down ``scale`` times ``grad`` (a sum over frames, either phase).
+        Frozen: nothing changes, bit for bit."""
+        if self.config.freeze or grad.count == 0:
+            return
+        for layer, w, b in zip(self.model.layers, grad.weights, grad.biases):
+            # Normalized step: the layer's input is RMS-normalized, so |[x, 1]|^2 = D + 1 for every
+            # frame; dividing by it makes a step change a pre-activation by lr times its own loss
+            # derivative, whatever the width of the layer below.
+            factor = scale / (grad.count * (layer.linear.weight.shape[1] + 1))
+            layer.linear.weight.grad = w.to(layer.linear.weight) * factor
+            layer.linear.bias.grad = b.to(layer.linear.bias) * factor
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    @torch.no_grad()
+    def step_ratio(self, grad: FFGradient, scale: float = 1.0) -> list[float]:
+        """How much a plain step down ``grad`` would change each layer's weights, as a fraction of
+        their norm (to refuse an exploding update before applying it)."""
+        if not grad.count:
+            return [0.0 for _ in self.model.layers]
+        lr = self.config.lr * scale / grad.count
+        return [float(lr * w.norm() / (layer.linear.weight.shape[1] + 1) / layer.linear.weight.norm().clamp_min(1e-12))
+                for layer, w in zip(self.model.layers, grad.weights)]
+
+    # ---- checkpoints: the optimizer's momentum travels with the weights -----------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for i, p in enumerate(self.optimizer.param_groups[0]["params"]):
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                out[f"momentum.{i}"] = buf.detach().cpu().contiguous()
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        params = self.optimizer.param_groups[0]["params"]
+        for i, p in enumerate(params):
+            buf = tensors.get(f"momentum.{i}")
+            if buf is not None:
+                if buf.shape != p.shape:
+                    raise ValueError(f"momentum.{i} has shape {tuple(buf.shape)}, the weight {tuple(p.shape)}")
+                self.optimizer.state[p]["momentum_buffer"] = buf.to(p)
+
+
+def negative_labels(model: RecurrentFF, frames: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
+    """Wrong labels for the negative phase: drawn from the model's own predictions ("hard") or
+    uniformly, as the model's config says."""
+    if model.config.negatives == "hard":
+        return wrong_labels_hard(model.predict_fast(frames), labels, generator)
+    return wrong_labels_uniform(labels, model.config.num_classes, generator)
+
+
+@torch.no_grad()
+def negative_gradient(model: RecurrentFF, frames: torch.Tensor, neg_labels: torch.Tensor | None, iterations: int,
+                      state: RecurrentState | None = None) -> FFGradient:
+    """The negative phase from a weight snapshot (``model`` is not changed).
+
+    Each negative frame runs ``iterations`` damped iterations with its wrong label on top (or the
+    neutral label where ``neg_labels`` is None, as for hybrid frames), from ``state`` (the
+    context its stream had when the frame arrived) or else a bottom-up pass. Layer l (0-based,
+    of L) learns only from the iterations at which the top label has reached it (t >= L - l):
+    before that its input is the positive frame's own, and pushing it down would undo the
+    positive phase instead of separating right labels from wrong. Each layer's gradient is
+    averaged over its iterations, so a negative frame weighs as much as a positive one: ``count``
+    is the number of frames.
+    """
+    n_layers = len(model.layers)
+    grad = FFGradient.zeros_like(model)
+    top = model.label_vector(neg_labels, len(frames), frames.device)
+    state = model.initial_state(frames) if state is None else state
+    ys = state.activities
+    counted = [0] * n_layers
+    for t in range(1, iterations + 1):
+        new = []
+        for i, layer in enumerate(model.layers):
+            x_norm = layer.normalized_input(model._inputs(frames, top, ys, i))
+            z = layer.linear(x_norm)
+            y = layer._act(z)
+            if t >= n_layers - i or t == iterations:
+                grad.add_(i, ff_dz(layer, z, y, "negative"), x_norm)
+                counted[i] += 1
+            new.append(model._damp(ys[i], y))
+        ys = new
+    for i, k in enumerate(counted):
+        grad.weights[i].div_(k)
+        grad.biases[i].div_(k)
+    grad.count = len(frames)
+    return grad
