@@ -41,6 +41,11 @@ class LayerConfig:
     lr: float = 1e-3
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 3e-4
+    # Width of the logistic's transition, as a fraction of the threshold: p(positive) =
+    # sigma((G - theta) / T) with T = max(1, temperature * theta). 0 is the paper's eq. 1 (T = 1),
+    # whose logits are of the order of the layer width, so the loss saturates and its steps are
+    # all-or-nothing; T ~ theta / 4 makes them shrink smoothly near the threshold.
+    temperature: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -51,6 +56,7 @@ class LayerConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.peer_normalization >= 0, f"peer_normalization must be >= 0, got {self.peer_normalization}"),
+            (self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
             (0 <= self.peer_momentum < 1, f"peer_momentum must be in [0, 1), got {self.peer_momentum}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
         ]

@@ -136,7 +136,8 @@ def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
     s = goodness_sign(cfg.goodness)
     squared = cfg.goodness.endswith("ssq")
     measure = y.square().sum(dim=1) if squared else y.abs().sum(dim=1)
-    logit = s * (measure - layer.threshold)
+    temperature = max(1.0, cfg.temperature * layer.threshold)  # see LayerConfig.temperature
+    logit = s * (measure - layer.threshold) / temperature
     # positive: loss softplus(-logit), dL/dlogit = -sigma(-logit); negative: softplus(logit), sigma(logit)
     dlogit = -torch.sigmoid(-logit) if phase == "positive" else torch.sigmoid(logit)
     dmeasure_dy = 2 * y if squared else torch.sign(y)
@@ -244,6 +245,7 @@ class OnlineLearner:
         learns = None if self.config.freeze else (torch.ones_like(labeled) if unsupervised else labeled)
         grad = None if learns is None else self.positive
         new, good = phase_iteration(self.model, frames, top, state, "positive", grad, learns)
+        self.model.observe_inputs(frames)
         if learns is not None and learns.any():
             self.positive.count += int(learns.sum())
             self._remember(ReplaySample(frames[learns], labels[learns], state.index(learns.nonzero().squeeze(1))))
@@ -268,14 +270,18 @@ class OnlineLearner:
         """One step of the softmax readout down its cross-entropy summed over the frames (so its
         speed per frame does not depend on how many frames share a step). Returns the logits
         computed before the step: the prequential predictions."""
-        readout = self.model.readout
+        readout, model = self.model.readout, self.model
+        served = model.served_readout(features)
         logits = readout(features)
         error = torch.softmax(logits, dim=1)
         error[torch.arange(len(labels)), labels] -= 1.0  # d(cross-entropy)/d(logits), (B, C)
         readout.linear.weight.grad = error.T @ features
         readout.optimizer.step()
         readout.optimizer.zero_grad(set_to_none=True)
-        return logits
+        if model.config.readout_average:  # exponential average over about readout_average frames
+            rate = 1.0 - (1.0 - 1.0 / model.config.readout_average) ** len(labels)
+            model.readout_mean.lerp_(readout.linear.weight.detach(), rate)
+        return served
 
     def take_positive(self) -> FFGradient:
         """The accumulated positive gradient; the accumulator starts again from zero."""

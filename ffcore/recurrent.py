@@ -43,6 +43,17 @@ class RecurrentConfig(LayerStackConfig):
     threshold_pyramid: float = 0.0
     readout_lr: float = 1e-2
     readout_weight_decay: float = 3e-3
+    # Subtract a running per-input mean from every frame before the bottom layer sees it. Layer
+    # normalization removes the input's scale but not its offset: without centering, frames that
+    # share a large common part (inverted or low-contrast images, sensor readings around a
+    # baseline) make every update push all inputs the same way. The mean is a buffer of the
+    # model (snapshots and checkpoints carry it) and learns online (``observe_inputs``).
+    center_input: bool = False
+    center_horizon: int = 10_000  # frames: a running average first, then an exponential one
+    # Predict with an average of the readout's recent weights (Polyak averaging over about this
+    # many frames) instead of the last SGD iterate, whose noise the served predictions would
+    # carry; 0: the last iterate. Only the online learner (ffcore.online) keeps the average.
+    readout_average: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -95,6 +106,23 @@ class RecurrentFF(nn.Module):
         )
         self.readout = LinearReadout(sum(config.widths), config.num_classes, config.readout_lr,
                                      config.readout_weight_decay)
+        self.register_buffer("readout_mean", torch.zeros_like(self.readout.linear.weight))
+        self.register_buffer("input_mean", torch.zeros(config.input_dim))
+        self.register_buffer("input_count", torch.zeros((), dtype=torch.float64))
+
+    # ---- the bottom layer ------------------------------------------------------------------
+    def prepare(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, D) frames as the bottom layer sees them: centered when ``config.center_input``."""
+        return frames - self.input_mean if self.config.center_input else frames
+
+    @torch.no_grad()
+    def observe_inputs(self, frames: torch.Tensor) -> None:
+        """Move the running input mean towards these (B, D) frames (no-op unless centering)."""
+        if not self.config.center_input or not len(frames):
+            return
+        self.input_count += len(frames)
+        rate = len(frames) / min(float(self.input_count), float(self.config.center_horizon))
+        self.input_mean += min(rate, 1.0) * (frames.mean(dim=0) - self.input_mean)
 
     # ---- the top layer ---------------------------------------------------------------------
     def label_vector(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor:
@@ -109,14 +137,14 @@ class RecurrentFF(nn.Module):
 
     # ---- dynamics ---------------------------------------------------------------------------
     def _inputs(self, frames: torch.Tensor, top: torch.Tensor, ys: list[torch.Tensor], i: int) -> torch.Tensor:
-        below = frames if i == 0 else ys[i - 1]
+        below = self.prepare(frames) if i == 0 else ys[i - 1]
         above = top if i == len(ys) - 1 else ys[i + 1]
         return torch.cat((below, above), dim=1)
 
     @torch.no_grad()
     def initial_state(self, frames: torch.Tensor) -> RecurrentState:
         """One bottom-up pass (no top-down input yet) initializes the hidden layers."""
-        ys, h = [], frames
+        ys, h = [], self.prepare(frames)
         for layer in self.layers:
             h = layer(torch.cat((h, torch.zeros(len(frames), layer.above, device=frames.device)), dim=1))
             ys.append(h)
@@ -212,7 +240,13 @@ class RecurrentFF(nn.Module):
     @torch.no_grad()
     def readout_logits(self, state: RecurrentState) -> torch.Tensor:
         kind = self.config.layer.goodness
-        return self.readout(torch.cat([layer_norm(y, kind) for y in state.activities], dim=1))
+        return self.served_readout(torch.cat([layer_norm(y, kind) for y in state.activities], dim=1))
+
+    def served_readout(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) -> (B, C) logits of the readout that predictions use (averaged, if configured)."""
+        if self.config.readout_average:
+            return features @ self.readout_mean.T
+        return self.readout(features)
 
     @torch.no_grad()
     def bottom_up_features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -225,7 +259,7 @@ class RecurrentFF(nn.Module):
     def predict_fast(self, frames: torch.Tensor) -> torch.Tensor:
         """Single-pass class probabilities (S, C): one bottom-up pass and the linear readout.
         The cheap estimate for large label sets, and the source of hard negative labels."""
-        return torch.softmax(self.readout(self.bottom_up_features(frames)), dim=1)
+        return torch.softmax(self.served_readout(self.bottom_up_features(frames)), dim=1)
 
     def negative_labels(self, frames: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
         if self.config.negatives == "hard":

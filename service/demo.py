@@ -39,9 +39,9 @@ def _answers_ready(client: httpx.Client) -> bool:
         return False
 
 
-def synthetic_video(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_video(n: int, seed: int, noise: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
     """``n`` frames in scenes of SCENE noisy frames of one class each: (n, 196) and (n,)."""
-    x, y = make_synthetic(n * 4, seed=seed)  # a pool of frames to draw each scene from
+    x, y = make_synthetic(n * 4, noise=noise, seed=seed)  # a pool of frames to draw each scene from
     rng = np.random.default_rng(seed)
     x, y = x.numpy(), y.numpy()
     scene_labels = rng.integers(0, 10, -(-n // SCENE))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from ffcore.checkpoint import from_bytes
 from ffcore.layers import LayerConfig
 from ffcore.online import OnlineConfig
@@ -12,10 +14,12 @@ from service.settings import Settings
 
 def recurrent_config(settings: Settings) -> RecurrentConfig:
     layer = LayerConfig(optimizer="sgd", lr=settings.learning_rate, momentum=settings.momentum,
-                        weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization)
+                        weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization,
+                        temperature=settings.temperature)
     return RecurrentConfig(input_dim=settings.input_dim, num_classes=settings.num_classes,
                            widths=tuple(settings.widths), damping=settings.damping, iterations=8, eval_window=(3, 5),
-                           layer=layer, readout_lr=settings.readout_step / sum(settings.widths))
+                           layer=layer, readout_lr=settings.readout_step / sum(settings.widths),
+                           center_input=settings.center_input, readout_average=settings.readout_average)
 
 
 def online_config(settings: Settings) -> OnlineConfig:
@@ -25,7 +29,10 @@ def online_config(settings: Settings) -> OnlineConfig:
 
 
 def build(settings: Settings) -> RecurrentFF:
-    return RecurrentFF(recurrent_config(settings))
+    """A fresh model, its initial weights drawn from ``settings.seed`` (reproducible runs)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        return RecurrentFF(recurrent_config(settings))
 
 
 def publish_snapshot(redis, keys: Keys, blob: bytes, version: int, kept: int) -> None:

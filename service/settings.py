@@ -55,8 +55,12 @@ class Settings(BaseSettings):
     learning_rate: float = Field(1.0, gt=0, le=100.0, description="normalized FF step (both phases)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    center_input: bool = Field(True, description="subtract a running per-input mean from frames (ffcore "
+                               "RecurrentConfig.center_input)")
+    temperature: float = Field(0.0, ge=0, description="width of the FF logistic as a fraction of the threshold; "
+                               "0: the paper's")
     freeze: bool = Field(False, description="keep the FF layers fixed; only the readout learns (the control)")
-    wake_window: int = Field(100, ge=1, description="positive frames accumulated per FF step")
+    wake_window: int = Field(50, ge=1, description="positive frames accumulated per FF step")
     wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
     negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
                                    "before the next positive step goes ahead without them")
@@ -65,7 +69,10 @@ class Settings(BaseSettings):
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
     # width: its SGD step per frame is readout_step / |x|^2 (normalized LMS), the same relative
     # step for any widths.
-    readout_step: float = Field(0.25, gt=0, le=10.0, description="readout SGD step per frame times the total hidden width")
+    readout_step: float = Field(0.1, gt=0, le=10.0, description="readout SGD step per frame times the total hidden width")
+    readout_average: int = Field(500, ge=0, description="predict with the readout's weights averaged over "
+                                 "about this many frames (0: the last SGD iterate)")
+    seed: int = Field(0, ge=0, description="seed of the initial weights and of the sleep worker's negative labels")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # --- wake worker ---

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from ffcore.checkpoint import from_bytes
+from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.negatives import hybrid_images
 from ffcore.online import ReplaySample, negative_gradient, negative_labels
 from service import model as model_io
@@ -31,11 +31,11 @@ NEGATIVES_MAXLEN = 100
 
 
 class SleepWorker:
-    def __init__(self, settings: Settings, redis, keys: Keys | None = None, seed: int = 0):
+    def __init__(self, settings: Settings, redis, keys: Keys | None = None):
         self.settings = settings
         self.redis = redis
         self.keys = keys or Keys(settings.key_prefix)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(settings.seed)
         self.running = True
         self.cycles = 0
         self.dreamt = 0  # version of the last dream answered
@@ -60,9 +60,23 @@ class SleepWorker:
         # negative_wait_s ("sleep deprivation"); resuming answers only the newest dream.
         return not self.paused and self.dream_version() > self.dreamt
 
+    def warm_up(self) -> None:
+        """One dream on random frames before the first real one: torch's first calls take about a
+        second, which would otherwise hold the wake worker's first positive steps back."""
+        model = model_io.build(self.settings)
+        frames = torch.rand(2, self.settings.input_dim)
+        labels = torch.zeros(2, dtype=torch.long)
+        wrong = negative_labels(model, frames, labels, torch.Generator().manual_seed(0))
+        state = model.initial_state(frames)
+        self.measure_goodness(model, frames, labels, frames, wrong, state)
+        ReplaySample(frames, labels, state).to_bytes()
+        negative_gradient(model, frames, wrong, self.settings.sleep_iterations, state).to_bytes()
+        from_bytes(to_bytes(model))
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+        self.warm_up()
         last = 0.0
         outage = RedisOutage("sleep")
         while self.running:

@@ -126,6 +126,7 @@ class WakeWorker:
         self._last_metrics = 0.0
         self._window_started: float | None = None  # when the positive accumulator got its first frame
         self.awaiting: tuple[int, float] | None = None  # (dream version, since): negatives not yet applied
+        self._negatives_checked = 0.0
         self.running = True
 
     def set_model(self, model) -> None:
@@ -268,8 +269,11 @@ class WakeWorker:
         if pending:
             return self.recover()
         self.apply_negatives()
+        self.maybe_positive_step()
+        # A full window waiting for its negatives: do not sleep long in the read, they are due.
+        block = 5 if self.awaiting is not None and self.learner.positive.count else self.settings.wake_block_ms
         reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: ">"},
-                                      count=self.settings.wake_read_count, block=self.settings.wake_block_ms)
+                                      count=self.settings.wake_read_count, block=block)
         applied = self.process(reply[0][1] if reply else [])
         self.housekeeping()
         return applied
@@ -332,7 +336,8 @@ class WakeWorker:
             self._window_started = now
         if count < self.settings.wake_window and (window_only or now - self._window_started < self.settings.wake_window_s):
             return False
-        if self.awaiting is not None:
+        if self.awaiting is not None and now - self._negatives_checked >= 0.002:
+            self._negatives_checked = now
             self.apply_negatives()
         if self.awaiting is not None:
             if now - self.awaiting[1] < self.settings.negative_wait_s:
@@ -403,7 +408,12 @@ class WakeWorker:
             start = time.perf_counter()
             stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch]) or stats
             self.metrics.update_seconds.observe(time.perf_counter() - start)
-            self.maybe_positive_step()
+            try:
+                self.maybe_positive_step()
+            except REDIS_ERRORS as e:
+                # The frames of this batch are stepped and recorded whatever happens: the step's
+                # weights are kept and published once Redis is back; only its dream is lost.
+                log.warning("redis unreachable during a positive step (%s): publishing later", e)
         for key, value in stats.items():  # g_pos_<layer>: the last labeled step's mean goodness
             self.metrics.goodness.labels(key.rsplit("_", 1)[1]).set(value)
         applied = sum(len(items) for items in per_stream.values())

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from service.demo import stream_videos, synthetic_video, wait_until
+from service.demo import held_out_accuracy, stream_videos, synthetic_video, wait_until
 from service.embedded import free_port
 from tests.service.up import ffstream_up
 
@@ -60,6 +60,28 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
     latest = (checkpoint_dir / "wake" / "LATEST").read_text()
     progress = json.loads((checkpoint_dir / "wake" / latest / "progress.json").read_text())
     assert progress["applied"] == {f"v{s}": 400 for s in range(streams)}  # every accepted frame, once
+
+
+def _learn_and_test(up, noise: float) -> float:
+    """Three paced camera streams of 800 frames each; the held-out error of /v1/predict."""
+    videos = [synthetic_video(800, seed=20 + s, noise=noise) for s in range(3)]
+    stream_videos(up.client, videos, Console(file=io.StringIO()), chunk=10, stream_prefix="n")
+    x_test, y_test = synthetic_video(1000, seed=998, noise=noise)
+    return 1.0 - held_out_accuracy(up.client, x_test, y_test)
+
+
+def test_ff_learning_beats_the_same_service_with_frozen_ff_layers(tmp_path):
+    """The mechanism against its control: the same system, frames and order, FFS_FREEZE on."""
+    errors = {}
+    for freeze in ("false", "true"):
+        with ffstream_up(tmp_path / freeze, FFS_FREEZE=freeze) as up:
+            errors[freeze] = _learn_and_test(up, noise=0.5)
+            model = up.client.get("/v1/model").json()
+            assert (model["negatives_applied"] > 0) == (freeze == "false")  # frozen: the sleep worker idles
+    print(f"held-out error: FF learning {errors['false']:.3f}, frozen FF layers {errors['true']:.3f}")
+    # measured: 0.146-0.169 with FF learning vs 0.176-0.183 frozen (seeded; the FF figure moves
+    # with how the frames fall into windows)
+    assert errors["false"] < 0.95 * errors["true"], errors
 
 
 def test_replay_streams_an_idx_dataset_and_reports_accuracy_over_time(tmp_path):

@@ -1,0 +1,154 @@
+"""Online learning, one pass, same frames in the same order: FF through ffcore.online against its
+frozen control and the rivals a user would pick instead.
+
+Each training image is a "boring video" of ``repeat`` frames; ``streams`` streams take images in
+turn and advance one frame per step. Conditions, all in-process (the service itself, with and
+without FFS_FREEZE, is measured with ``ffstream replay``; docs/RESULTS.md):
+  (c) interleaved -- ffcore.online: every step's positive gradient applied at once, then the
+      negatives computed on the updated weights and applied (staleness 0);
+  (d) wake-sleep -- the service's rhythm in-process: positives accumulated over ``window``
+      frames, a dream of ``sleep_sample`` of them, the negatives applied before the next step;
+      ``--staleness`` > 0 applies them that many positive steps late;
+  (ff-frozen) -- (d) with the FF layers frozen: only the readout learns;
+  (e) logistic regression on raw pixels, SGD, one image at a time;
+  (f) a backprop MLP of the same widths, Adam, one image at a time.
+Every condition is scored on the same held-out test images.
+
+    python benchmarks/online_learning.py --data-dir ../shared/data/mnist --images 50000 --out docs/online_learning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ffcore.data.datasets import load_dataset
+from ffcore.experiment import hardware
+from ffcore.metrics import error_rate
+from ffcore.online import OnlineLearner, negative_gradient, negative_labels
+from ffcore.recurrent import RecurrentFF
+from service import model as model_io
+from service.settings import Settings
+
+
+def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat: int, window: int, staleness: int,
+              seed: int) -> dict:
+    """(c), (d) and the frozen control through ffcore.online, with the service's model settings."""
+    torch.manual_seed(seed)
+    model = RecurrentFF(model_io.recurrent_config(settings))
+    learner = OnlineLearner(model, model_io.online_config(settings))
+    gen = torch.Generator().manual_seed(seed)
+    pending, hits, start = [], 0, time.perf_counter()
+    state = model.initial_state(x[:streams])
+    for i in range(0, len(x) - streams + 1, streams):
+        xb, yb = x[i : i + streams], y[i : i + streams]
+        for _ in range(repeat):
+            out = learner.learn_step(xb, yb, state)
+            state, hits = out.state, hits + int((out.logits.argmax(1) == yb).sum())
+            if learner.positive.count >= window:
+                learner.apply(learner.take_positive())
+                sample = learner.take_replay()
+                if not settings.freeze:
+                    wrong = negative_labels(model, sample.frames, sample.labels, gen)
+                    pending.append(negative_gradient(model, sample.frames, wrong, settings.sleep_iterations,
+                                                     sample.state))
+                while len(pending) > staleness:
+                    learner.apply(pending.pop(0))
+    seconds = time.perf_counter() - start
+    frames = (len(x) // streams) * streams * repeat
+    return {"test_error": error_rate(model.predict_fast(x_test).argmax(1), y_test),
+            "prequential_error": 1 - hits / frames, "frames": frames, "seconds": seconds}
+
+
+def logistic_regression(x, y, x_test, y_test, *, num_classes: int, lr: float = 0.01) -> dict:
+    w = torch.zeros(x.shape[1] + 1, num_classes)
+    xa = torch.cat([x, torch.ones(len(x), 1)], 1)
+    hits, start = 0, time.perf_counter()
+    for i in range(len(x)):
+        logits = xa[i] @ w
+        hits += int(logits.argmax() == y[i])
+        p = torch.softmax(logits, 0)
+        p[y[i]] -= 1
+        w -= lr * torch.outer(xa[i], p)
+    pred = (torch.cat([x_test, torch.ones(len(x_test), 1)], 1) @ w).argmax(1)
+    return {"test_error": error_rate(pred, y_test), "prequential_error": 1 - hits / len(x),
+            "seconds": time.perf_counter() - start}
+
+
+def backprop_mlp(x, y, x_test, y_test, *, widths, num_classes: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    dims = (x.shape[1], *widths)
+    layers = [m for a, b in zip(dims, dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
+    net = nn.Sequential(*layers, nn.Linear(dims[-1], num_classes))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    hits, start = 0, time.perf_counter()
+    for i in range(len(x)):
+        logits = net(x[i : i + 1])
+        hits += int(logits.argmax() == y[i])
+        loss = F.cross_entropy(logits, y[i : i + 1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = net(x_test).argmax(1)
+    return {"test_error": error_rate(pred, y_test), "prequential_error": 1 - hits / len(x),
+            "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--images", type=int, default=50_000)
+    ap.add_argument("--repeat", type=int, default=2, help="frames per image")
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--staleness", type=int, nargs="+", default=[1])
+    ap.add_argument("--test-size", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-rivals", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("docs/online_learning.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    os.environ.setdefault("FFS_INPUT_DIM", "784")
+    settings = Settings()
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
+    x, y = data.train_x[: args.images], data.train_y[: args.images]
+    x_test, y_test = data.test_x[: args.test_size], data.test_y[: args.test_size]
+    results = {}
+
+    def report(name, r):
+        results[name] = r
+        print(f"{name:28s} test error {100 * r['test_error']:6.2f}%  prequential {100 * r['prequential_error']:6.2f}%"
+              f"  ({r['seconds']:.0f} s)", flush=True)
+
+    common = dict(streams=args.streams, repeat=args.repeat, seed=args.seed)
+    report("c interleaved", ff_online(settings, x, y, x_test, y_test, window=args.streams, staleness=0, **common))
+    report("d wake-sleep", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window, staleness=0,
+                                     **common))
+    for s in args.staleness:
+        report(f"d wake-sleep staleness {s}", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window,
+                                                         staleness=s, **common))
+    frozen = settings.model_copy(update={"freeze": True})
+    report("ff-frozen", ff_online(frozen, x, y, x_test, y_test, window=settings.wake_window, staleness=0, **common))
+    if not args.skip_rivals:
+        report("e logistic regression", logistic_regression(x, y, x_test, y_test, num_classes=data.num_classes))
+        report("f backprop MLP", backprop_mlp(x, y, x_test, y_test, widths=settings.widths,
+                                              num_classes=data.num_classes, seed=args.seed))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(), "args":
+                                    {k: str(v) for k, v in vars(args).items()},
+                                    "settings": settings.model_dump(exclude={"redis_url", "api_keys"}),
+                                    "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
