@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+
+import numpy as np
 
 import redis
 import redis.asyncio as aioredis
@@ -30,18 +33,43 @@ def async_client(settings: Settings) -> aioredis.Redis:
                                    socket_connect_timeout=2.0, health_check_interval=30)
 
 
+@dataclass
+class FrameEntry:
+    """One request's frames as one Redis Stream entry (the frame entry format, written by the API
+    and read by the wake worker): ``frames`` (n, D) float32, ``labels`` and ``seqs`` (n,) ints."""
+
+    stream: str
+    frames: np.ndarray
+    labels: np.ndarray
+    seqs: np.ndarray
+    t: float  # Unix time of the 202
+
+    def fields(self) -> dict:
+        return {"stream": self.stream, "n": len(self.frames), "data": self.frames.astype("<f4").tobytes(),
+                "labels": self.labels.astype("<i4").tobytes(), "seqs": self.seqs.astype("<i8").tobytes(), "t": self.t}
+
+    @classmethod
+    def from_fields(cls, fields: dict, dim: int) -> FrameEntry:
+        n = int(fields[b"n"])
+        return cls(fields[b"stream"].decode(), np.frombuffer(fields[b"data"], "<f4", n * dim).reshape(n, dim),
+                   np.frombuffer(fields[b"labels"], "<i4", n).astype(np.int64),
+                   np.frombuffer(fields[b"seqs"], "<i8", n), float(fields[b"t"]))
+
+
 def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, now: float) -> None:
-    """Queue validated frames on ``pipe`` (a transaction): each goes to the wake worker's stream
-    (the sleep worker gets its frames from the wake worker's dreams, not a second copy); the
-    stream's and the model's counters move with them. Entry ids come back in the pipe's results,
-    one per frame in order."""
-    for frame, label, seq in zip(frames, labels, seqs):
-        fields = {"stream": stream_id, "data": frame.astype("<f4").tobytes(), "label": int(label),
-                  "seq": int(seq), "t": now}
-        pipe.xadd(keys.frames, fields)
+    """Queue one request's validated frames on ``pipe`` (a transaction) as ONE entry of the wake
+    worker's stream (its id comes back first in the pipe's results); the stream's and the model's
+    counters move with them. The sleep worker gets its frames from the wake worker's dreams."""
+    pipe.xadd(keys.frames, FrameEntry(stream_id, np.asarray(frames), np.asarray(labels), np.asarray(seqs), now).fields())
     pipe.hincrby(keys.stream(stream_id), "received", len(frames))
     pipe.hincrby(keys.model, "frames_received", len(frames))
-    pipe.hincrby(keys.model, "labeled_received", int((labels >= 0).sum()))
+    pipe.hincrby(keys.model, "labeled_received", int((np.asarray(labels) >= 0).sum()))
+
+
+def queue_lag(received, applied, duplicate) -> int:
+    """Frames accepted but not yet applied (nor skipped as duplicates), from the counters' raw
+    Redis values (bytes, str, int or None): the one lag formula of the API, status and metrics."""
+    return max(int(received or 0) - int(applied or 0) - int(duplicate or 0), 0)
 
 
 def entry_id_order(entry_id: bytes | str) -> tuple[int, int]:

@@ -40,7 +40,7 @@ from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
 from service.metrics import WakeMetrics, serve
-from service.redis_io import REDIS_ERRORS, RedisOutage, entry_id_order
+from service.redis_io import REDIS_ERRORS, FrameEntry, RedisOutage, entry_id_order, queue_lag
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -309,7 +309,7 @@ class WakeWorker:
         m = self.metrics
         received, applied, dup = self.redis.hmget(self.keys.model, ["frames_received", "frames_applied",
                                                                     "frames_duplicate"])
-        m.queue_lag.set(max(int(received or 0) - int(applied or 0) - int(dup or 0), 0))
+        m.queue_lag.set(queue_lag(received, applied, dup))
         m.queue_pending.set(self.redis.xpending(self.keys.frames, WAKE_GROUP)["pending"])
         m.active_streams.set(len(self.streams.rows))
         m.sleep_up.set(int(self.redis.exists(self.keys.heartbeat("sleep"))))
@@ -366,47 +366,45 @@ class WakeWorker:
 
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
-        """Apply a batch of frame entries: step k advances every stream that has a k-th frame.
-        Entries a checkpoint already includes are skipped. Returns the frames applied."""
-        per_stream: OrderedDict[str, list] = OrderedDict()
+        """Apply a batch of frame entries (each one request's frames): step k advances every
+        stream that has a k-th frame. Entries a checkpoint already includes are skipped, and so
+        are frames whose client seq was already applied. Returns the frames applied. Redis is
+        written only after every frame is stepped and recorded in memory, so an outage cannot
+        leave frames acknowledged but never learned."""
+        per_stream: OrderedDict[str, list] = OrderedDict()  # stream -> [(entry id, frame, label, seq)]
         now = time.time()
         seqs: dict[str, int] = {}  # newest client seq per stream in this batch
         duplicates: dict[str, int] = {}
+        dim = self.model.config.input_dim
         for eid, fields in entries:
             self.unacked.append(eid)  # acknowledged with the next checkpoint, applied or skipped
             if not fields:  # an entry deleted from the stream while pending: nothing to apply
                 continue
-            stream = fields[b"stream"].decode()
+            entry = FrameEntry.from_fields(fields, dim)
+            stream = entry.stream
             last = self.last_ids.get(stream)
             if last is not None and entry_id_order(eid) <= entry_id_order(last):
                 continue  # already in the checkpointed weights
-            seq = int(fields.get(b"seq", -1))
-            if seq >= 0:
-                # A client that retries after an ambiguous failure (say a 503 while Redis went
-                # down after storing its frames) resends the same seqs: those are learned once.
-                if seq <= max(self.last_seqs.get(stream, -1), seqs.get(stream, -1)):
-                    duplicates[stream] = duplicates.get(stream, 0) + 1
-                    continue
-                seqs[stream] = seq
-            self.metrics.queue_wait_seconds.observe(max(now - float(fields.get(b"t", now)), 0.0))
-            per_stream.setdefault(stream, []).append((eid, fields))
-        if duplicates:
-            pipe = self.redis.pipeline(transaction=False)
-            for stream, n in duplicates.items():
-                self.duplicates[stream] = self.duplicates.get(stream, 0) + n
-                self._counts_dirty.add(stream)
-                pipe.hset(self.keys.stream(stream), "duplicates", self.duplicates[stream])
-            pipe.hincrby(self.keys.model, "frames_duplicate", sum(duplicates.values()))
-            pipe.execute()
-            self.metrics.duplicates.inc(sum(duplicates.values()))
-        if not per_stream:
-            return 0
-        depth = max(len(v) for v in per_stream.values())
+            wait = max(now - entry.t, 0.0)
+            items = per_stream.setdefault(stream, [])
+            for frame, label, seq in zip(entry.frames, entry.labels.tolist(), entry.seqs.tolist()):
+                if seq >= 0:
+                    # A client that retries after an ambiguous failure (say a 503 while Redis went
+                    # down after storing its frames) resends the same seqs: those are learned once.
+                    if seq <= max(self.last_seqs.get(stream, -1), seqs.get(stream, -1)):
+                        duplicates[stream] = duplicates.get(stream, 0) + 1
+                        continue
+                    seqs[stream] = seq
+                self.metrics.queue_wait_seconds.observe(wait)
+                items.append((eid, frame, label, seq))
+        per_stream = OrderedDict((s, items) for s, items in per_stream.items() if items)
         stats = {}
+        saved = self.saved_states(list(per_stream))  # I/O before the steps, not inside them
+        depth = max((len(v) for v in per_stream.values()), default=0)
         for k in range(depth):
             batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
             start = time.perf_counter()
-            stats = self.step([s for s, _ in batch], [f for _, (_, f) in batch]) or stats
+            stats = self.step([s for s, _ in batch], [item for _, item in batch], saved) or stats
             self.metrics.update_seconds.observe(time.perf_counter() - start)
             try:
                 self.maybe_positive_step()
@@ -417,7 +415,9 @@ class WakeWorker:
         for key, value in stats.items():  # g_pos_<layer>: the last labeled step's mean goodness
             self.metrics.goodness.labels(key.rsplit("_", 1)[1]).set(value)
         applied = sum(len(items) for items in per_stream.values())
-        pipe = self.redis.pipeline(transaction=False)
+        for stream, n in duplicates.items():
+            self.duplicates[stream] = self.duplicates.get(stream, 0) + n
+            self._counts_dirty.add(stream)
         for s, items in per_stream.items():
             self.applied[s] = self.applied.get(s, 0) + len(items)
             self._counts_dirty.add(s)
@@ -425,22 +425,32 @@ class WakeWorker:
             self.last_ids[s] = last_id.decode() if isinstance(last_id, bytes) else last_id
             if s in seqs:
                 self.last_seqs[s] = seqs[s]
+        if not applied and not duplicates:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, n in duplicates.items():
+            pipe.hset(self.keys.stream(stream), "duplicates", self.duplicates[stream])
+        if duplicates:
+            pipe.hincrby(self.keys.model, "frames_duplicate", sum(duplicates.values()))
+            self.metrics.duplicates.inc(sum(duplicates.values()))
+        for s in per_stream:
             pipe.hset(self.keys.stream(s), "applied", self.applied[s])
             hits = self.streams.hits.get(s)
             if hits:
                 pipe.hset(self.keys.stream(s), "accuracy", sum(hits) / len(hits))
-        pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
-        pipe.hincrby(self.keys.model, "frames_applied", applied)
+        if applied:
+            pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
+            pipe.hincrby(self.keys.model, "frames_applied", applied)
         pipe.execute()
         return applied
 
-    def step(self, ids: list[str], fields: list[dict]) -> dict:
-        """One damped synchronous iteration for these streams, each advanced by one frame, with
-        a prediction made before learning and a positive update for the labeled frames."""
-        dim = self.model.config.input_dim
-        frames = torch.from_numpy(np.stack([np.frombuffer(f[b"data"], "<f4", dim) for f in fields])).to(self.device)
-        labels = torch.tensor([int(f[b"label"]) for f in fields], device=self.device)
-        rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window, self.saved_states(ids))
+    def step(self, ids: list[str], items: list[tuple], saved: dict[str, RecurrentState] | None = None) -> dict:
+        """One damped synchronous iteration for these streams, each advanced by one frame (its
+        ``(entry id, frame (D,), label, seq)``), with a prediction made before learning and the
+        positive phase's gradient accumulated. ``saved``: states of evicted streams to resume."""
+        frames = torch.from_numpy(np.stack([item[1] for item in items])).to(self.device)
+        labels = torch.tensor([item[2] for item in items], device=self.device)
+        rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window, saved)
         # Prequential: each labeled frame is predicted (the readout on its bottom-up features, the
         # path /v1/predict takes for a frame without context) before anything learns from it.
         result = self.learner.learn_step(frames, labels, self.streams.state.index(rows))

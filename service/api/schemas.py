@@ -21,7 +21,7 @@ class FramesIn(BaseModel):
 
 class FramesAccepted(BaseModel):
     accepted: int
-    positions: list[str] = Field(description="Redis Stream entry ids, in order")
+    entry: str = Field(description="the Redis Stream entry id that holds the request's frames, in order")
 
 
 class PredictIn(BaseModel):
@@ -61,6 +61,10 @@ class SleepStatus(BaseModel):
 class ModelOut(BaseModel):
     version: int | None
     frames_seen: int
+    frames_received: int = Field(0, description="frames accepted (202) over all streams")
+    frames_applied: int = Field(0, description="frames the wake worker has learned from")
+    frames_duplicate: int = Field(0, description="frames skipped: their client seq was already applied")
+    lag: int = Field(0, description="frames accepted, not yet applied")
     negatives_applied: int
     negatives_rejected_stale: int
     negatives_rejected_invalid: int = 0

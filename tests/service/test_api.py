@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.api.app import create_app
 from service.codec import encode_frames
 from service.keys import WAKE_GROUP
-from service.redis_io import sync_client
+from service.redis_io import FrameEntry, sync_client
 from service.wake import WakeWorker
 
 BINARY = {"content-type": "application/x-ffs-frames"}
@@ -30,12 +30,12 @@ def test_json_frames_are_stored_in_order_and_answered_202(client, settings, sync
     r = client.post("/v1/streams/cam-1/frames", json={"frames": [_frame(settings, 0.1, 3), _frame(settings, 0.2)]})
     assert r.status_code == 202, r.text
     body = r.json()
-    assert body["accepted"] == 2 and len(body["positions"]) == 2
+    assert body["accepted"] == 2
     entries = sync_redis.xrange(f"{settings.key_prefix}:frames:0")
-    assert [e[0].decode() for e in entries] == body["positions"]
-    first = entries[0][1]
-    assert first[b"stream"] == b"cam-1" and first[b"label"] == b"3" and first[b"seq"] == b"-1"
-    assert np.allclose(np.frombuffer(first[b"data"], "<f4"), 0.1)
+    assert [e[0].decode() for e in entries] == [body["entry"]]  # one entry per request, frames in order
+    entry = FrameEntry.from_fields(entries[0][1], settings.input_dim)
+    assert entry.stream == "cam-1" and entry.labels.tolist() == [3, -1] and entry.seqs.tolist() == [-1, -1]
+    assert np.allclose(entry.frames[0], 0.1) and np.allclose(entry.frames[1], 0.2)
     stream = client.get("/v1/streams/cam-1").json()
     assert stream["frames_received"] == 2 and stream["frames_applied"] == 0 and stream["lag"] == 2
 
@@ -150,7 +150,7 @@ def test_metrics_count_frames_rejections_and_request_durations(client, settings,
               (("method", "POST"), ("route", route), ("status", "422")))] == 1
     assert not any("cam-1" in str(labels) for _, labels in m)
     assert m[("ffstream_process_resident_memory_bytes", ())] > 0
-    assert sync_redis.xlen(f"{settings.key_prefix}:frames:0") == 2  # refused requests stored nothing
+    assert sync_redis.xlen(f"{settings.key_prefix}:frames:0") == 1  # one entry for the good request; refused requests stored nothing
 
 
 def test_redis_down_answers_503_quickly(settings):

@@ -37,11 +37,11 @@ class RecordingWake(WakeWorker):
         super().__init__(*a, **k)
         self.calls, self.fail_at_step = [], fail_at_step
 
-    def step(self, ids, fields):
+    def step(self, ids, items, saved=None):
         if self.fail_at_step is not None and len(self.calls) == self.fail_at_step:
             raise RuntimeError("crash in the middle of a batch")
-        self.calls.append([(s, int(f[b"seq"])) for s, f in zip(ids, fields)])
-        return super().step(ids, fields)
+        self.calls.append([(s, int(item[3])) for s, item in zip(ids, items)])
+        return super().step(ids, items, saved)
 
 
 def test_interleaved_streams_keep_their_order_and_share_steps(settings, sync_redis):

@@ -14,7 +14,7 @@ from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn, errors
 from service.api.security import API_KEY_HEADER, check_key
 from service.codec import FrameDecodeError, decode_frames
-from service.redis_io import enqueue_frames
+from service.redis_io import enqueue_frames, queue_lag
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["frames"])
@@ -116,7 +116,7 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str) 
     pipe.scard(keys.streams)
     pipe.get(rate_key)
     (received, applied, duplicate), known, count, used = await pipe.execute()
-    lag = int(received or 0) - int(applied or 0) - int(duplicate or 0)
+    lag = queue_lag(received, applied, duplicate)
     if lag >= settings.max_queue_lag_frames:
         raise Rejected(503, "backpressure", f"the learner is {lag} frames behind (limit "
                        f"{settings.max_queue_lag_frames}): retry later", retry_after=2)
@@ -166,6 +166,6 @@ async def post_frames(
     pipe.incrby(rate_key, len(frames))
     pipe.expire(rate_key, 2)
     results = await pipe.execute()
-    positions = [r.decode() if isinstance(r, bytes) else str(r) for r in results[: len(frames)]]
+    entry = results[0].decode() if isinstance(results[0], bytes) else str(results[0])
     metrics.frames_accepted.inc(len(frames))
-    return FramesAccepted(accepted=len(frames), positions=positions)
+    return FramesAccepted(accepted=len(frames), entry=entry)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Security
 from service.api.deps import KeysDep, RedisDep
 from service.api.schemas import Ack, ModelOut, SleepStatus, errors
 from service.api.security import API_KEY_HEADER, require_key
+from service.redis_io import queue_lag
 
 router = APIRouter(prefix="/v1", tags=["model"])
 WRITE = [Depends(require_key), Security(API_KEY_HEADER)]
@@ -25,6 +26,9 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                         last_cycle_time=float(s[b"last_cycle_time"]) if b"last_cycle_time" in s else None)
     return ModelOut(version=int(version) if version is not None else None,
                     frames_seen=int(m.get(b"frames_seen", 0)),
+                    frames_received=int(m.get(b"frames_received", 0)), frames_applied=int(m.get(b"frames_applied", 0)),
+                    frames_duplicate=int(m.get(b"frames_duplicate", 0)),
+                    lag=queue_lag(m.get(b"frames_received"), m.get(b"frames_applied"), m.get(b"frames_duplicate")),
                     negatives_applied=int(m.get(b"negatives_applied", 0)),
                     negatives_rejected_stale=int(m.get(b"negatives_rejected_stale", 0)),
                     negatives_rejected_invalid=int(m.get(b"negatives_rejected_invalid", 0)),

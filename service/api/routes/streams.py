@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Path
 
 from service.api.deps import KeysDep, RedisDep
 from service.api.schemas import STREAM_ID_PATTERN, StreamOut, errors
+from service.redis_io import queue_lag
 
 router = APIRouter(prefix="/v1", tags=["streams"])
 
@@ -20,4 +21,4 @@ async def get_stream(redis: RedisDep, keys: KeysDep, stream_id: str = Path(patte
     received, applied, duplicates = (int(h.get(k, 0)) for k in (b"received", b"applied", b"duplicates"))
     accuracy = float(h[b"accuracy"]) if b"accuracy" in h else None
     return StreamOut(stream_id=stream_id, frames_received=received, frames_applied=applied,
-                     duplicates=duplicates, lag=max(received - applied - duplicates, 0), rolling_accuracy=accuracy)
+                     duplicates=duplicates, lag=queue_lag(received, applied, duplicates), rolling_accuracy=accuracy)

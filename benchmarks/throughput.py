@@ -1,0 +1,283 @@
+"""End-to-end throughput of the embedded service on this machine, with the ceiling of its parts.
+
+Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
+  1. ingest alone: the wake worker paused (SIGSTOP), posters at full rate: frames/s accepted;
+  2. each load (``streams`` x ``frames per request``, uint8 binary bodies, one process per
+     stream posting back to back, each stream a camera): frames/s applied over ``seconds``,
+     the lag over time, 202-to-step latency (the wake worker's queue-wait histogram), predict
+     p50/p99 at 20 single-frame requests/s while the ingest runs, CPU per process;
+  3. the model step alone, in-process: frames/s of ``OnlineLearner.learn_step`` (with the
+     positive steps and the negatives of its rhythm) at the same number of streams per step.
+Writes JSON. A load is "sustained" when the lag at its end is at most one second of frames.
+
+    python benchmarks/throughput.py --seconds 60 --out docs/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).parents[1]
+sys.path.insert(0, str(REPO))
+
+from service.codec import encode_frames  # noqa: E402
+from service.embedded import free_port  # noqa: E402
+
+DIM = 784
+
+
+def poster(base: str, stream: str, batch: int, stop_at: float, counter, seed: int) -> None:
+    """Post uint8 frames (labels 0-9) back to back until ``stop_at``; counts accepted frames."""
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (batch, DIM), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch).tolist()
+    body = encode_frames(frames, labels, dtype=2)
+    headers = {"content-type": "application/x-ffs-frames"}
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while time.time() < stop_at:
+            r = client.post(f"/v1/streams/{stream}/frames", content=body, headers=headers)
+            if r.status_code == 202:
+                with counter.get_lock():
+                    counter.value += batch
+            elif r.status_code in (429, 503):  # backpressure: wait as a client should
+                time.sleep(float(r.headers.get("retry-after", "0.1")) / 10)
+            else:
+                raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> dict[str, int]:
+    """Role -> pid of ffstream up's children (api, wake, sleep) and its redis-server."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
+            continue
+        for role in ("api", "wake", "sleep"):
+            if cmd.strip().endswith(f"service.cli {role}"):
+                out[role] = int(p.name)
+        if "redis-server" in cmd:
+            out["redis"] = int(p.name)
+    return out
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """Upper bound of the bucket holding quantile ``q`` of a Prometheus histogram."""
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(le for le, c in buckets if c >= q * total)
+
+
+def histogram_diff(after: str, before: str, name: str, q: float) -> float | None:
+    def parse(text):
+        return {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(f"{name}_bucket{{")}
+    a, b = parse(after), parse(before)
+    diff = "\n".join(f"{k} {a[k] - b.get(k, 0.0)}" for k in a)
+    return histogram_quantile(diff, name, q)
+
+
+def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: int, seconds: float,
+             predict_rps: float, tag: str) -> dict:
+    client = httpx.Client(base_url=base, timeout=30)
+    model0 = client.get("/v1/model").json()
+    metrics0 = httpx.get(wake_metrics).text
+    cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    counter = mp.Value("q", 0)
+    start = time.time()
+    stop_at = start + seconds
+    procs = [mp.Process(target=poster, args=(base, f"{tag}-{s}", batch, stop_at, counter, s)) for s in range(streams)]
+    for p in procs:
+        p.start()
+    latencies, lags = [], []
+
+    def predict_loop():
+        frame = {"frames": [[0.5] * DIM]}
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while time.time() < stop_at:
+                t = time.perf_counter()
+                r = c.post("/v1/predict", json=frame)
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                time.sleep(max(0.0, 1.0 / predict_rps - (time.perf_counter() - t)))
+
+    viewer = threading.Thread(target=predict_loop, daemon=True)
+    if predict_rps:
+        viewer.start()
+    while time.time() < stop_at:
+        time.sleep(1.0)
+        m = client.get("/v1/model").json()
+        lags.append({"t": round(time.time() - start, 1), "lag": m["lag"], "applied": m["frames_applied"]})
+    for p in procs:
+        p.join()
+    if predict_rps:
+        viewer.join()
+    elapsed = time.time() - start
+    model1 = client.get("/v1/model").json()
+    metrics1 = httpx.get(wake_metrics).text
+    cpu = {role: round((cpu_seconds(pid) - cpu0[role]) / elapsed, 2) for role, pid in pids.items()}
+    applied = model1["frames_applied"] - model0["frames_applied"]
+    # frames/s applied over the middle of the run (the first and last second are ramps)
+    mid = lags[1:-1] if len(lags) > 3 else lags
+    rate = (mid[-1]["applied"] - mid[0]["applied"]) / (mid[-1]["t"] - mid[0]["t"]) if len(mid) > 1 else applied / elapsed
+    out = {"streams": streams, "frames_per_request": batch, "seconds": round(elapsed, 1),
+           "accepted_per_s": round(counter.value / elapsed), "applied_per_s": round(rate),
+           "lag_end": lags[-1]["lag"] if lags else None, "lag_max": max((x["lag"] for x in lags), default=None),
+           "sustained": bool(lags) and lags[-1]["lag"] <= max(rate, 1.0), "lag_over_time": lags,
+           "queue_wait_p50_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.5),
+           "queue_wait_p99_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.99),
+           "cpu_cores_per_process": cpu}
+    if latencies:
+        latencies.sort()
+        out["predict_p50_ms"] = round(1000 * statistics.median(latencies), 1)
+        out["predict_p99_ms"] = round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)
+        out["predict_requests"] = len(latencies)
+    client.close()
+    return out
+
+
+def wait_drained(base: str, timeout: float = 300) -> None:
+    with httpx.Client(base_url=base, timeout=30) as c:
+        deadline = time.time() + timeout
+        while time.time() < deadline and c.get("/v1/model").json()["lag"] > 0:
+            time.sleep(0.5)
+
+
+def model_step_alone(streams: int, seconds: float = 5.0) -> dict:
+    """frames/s of the learning step in-process (no I/O): learn_step for ``streams`` frames per step,
+    the positive step and the negatives of the wake/sleep rhythm, on one thread."""
+    import torch
+
+    from ffcore.online import OnlineLearner, negative_gradient, negative_labels
+    from service import model as model_io
+    from service.settings import Settings
+
+    torch.set_num_threads(1)
+    settings = Settings(input_dim=DIM)
+    model = model_io.build(settings)
+    learner = OnlineLearner(model, model_io.online_config(settings))
+    x, y = torch.rand(streams, DIM), torch.randint(0, 10, (streams,))
+    state = model.initial_state(x)
+    gen = torch.Generator().manual_seed(0)
+    frames, wake_s, sleep_s, start = 0, 0.0, 0.0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        state = learner.learn_step(x, y, state).state
+        frames += streams
+        if learner.positive.count >= settings.wake_window:
+            learner.apply(learner.take_positive())
+            sample = learner.take_replay()
+            wake_s += time.perf_counter() - t
+            t = time.perf_counter()
+            g = negative_gradient(model, sample.frames, negative_labels(model, sample.frames, sample.labels, gen),
+                                  settings.sleep_iterations, sample.state)
+            sleep_s += time.perf_counter() - t
+            learner.apply(g)
+        else:
+            wake_s += time.perf_counter() - t
+    return {"streams_per_step": streams, "frames": frames, "wake_frames_per_s": round(frames / wake_s),
+            "sleep_frames_per_s": round(frames / max(sleep_s, 1e-9)),
+            "both_frames_per_s": round(frames / (wake_s + sleep_s))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--loads", nargs="+", default=["16x32", "4x256"], help="STREAMSxFRAMES_PER_REQUEST")
+    ap.add_argument("--predict-rps", type=float, default=20)
+    ap.add_argument("--out", type=Path, default=Path("docs/throughput.json"))
+    args = ap.parse_args()
+    from ffcore.experiment import hardware
+
+    workdir = Path(tempfile.mkdtemp(prefix="ffs-throughput-"))
+    ports = {"api": free_port(), "wake": free_port(), "sleep": free_port()}
+    env = {**os.environ, "FFS_INPUT_DIM": str(DIM), "FFS_PORT": str(ports["api"]),
+           "FFS_WAKE_METRICS_PORT": str(ports["wake"]), "FFS_SLEEP_METRICS_PORT": str(ports["sleep"]),
+           "FFS_CHECKPOINT_DIR": str(workdir), "FFS_LOG_LEVEL": "WARNING", "FFS_MAX_STREAM_FPS": "1000000"}
+    env.pop("FFS_REDIS_URL", None)
+    import subprocess
+
+    up = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=REPO, start_new_session=True)
+    base, wake_metrics = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['wake']}/metrics"
+    result = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware(), "args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("the system did not become ready")
+            time.sleep(0.5)
+        pids = children(up.pid)
+        # 1. ingest alone: the wake worker stopped
+        os.kill(pids["wake"], signal.SIGSTOP)
+        counter = mp.Value("q", 0)
+        stop_at = time.time() + min(args.seconds, 15)
+        procs = [mp.Process(target=poster, args=(base, f"ingest-{s}", 256, stop_at, counter, s)) for s in range(4)]
+        t0 = time.time()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        result["ingest_alone_frames_per_s"] = round(counter.value / (time.time() - t0))
+        print(f"ingest alone (wake stopped): {result['ingest_alone_frames_per_s']} frames/s", flush=True)
+        os.kill(pids["wake"], signal.SIGCONT)
+        wait_drained(base)
+        result["loads"] = []
+        for load in args.loads:
+            streams, batch = (int(v) for v in load.split("x"))
+            r = run_load(base, wake_metrics, pids, streams=streams, batch=batch, seconds=args.seconds,
+                         predict_rps=args.predict_rps, tag=f"s{streams}x{batch}")
+            result["loads"].append(r)
+            print(f"{streams} streams x {batch} frames/request: applied {r['applied_per_s']} frames/s "
+                  f"(accepted {r['accepted_per_s']}), lag end/max {r['lag_end']}/{r['lag_max']}, "
+                  f"202->step p50/p99 {r['queue_wait_p50_s']}/{r['queue_wait_p99_s']} s, predict p50/p99 "
+                  f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms, cpu {r['cpu_cores_per_process']}",
+                  flush=True)
+            wait_drained(base)
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        up.wait(60)
+    result["model_step_alone"] = [model_step_alone(s) for s in sorted({int(v.split("x")[0]) for v in args.loads})]
+    for m in result["model_step_alone"]:
+        print(f"model step alone, {m['streams_per_step']} streams per step: wake {m['wake_frames_per_s']} frames/s, "
+              f"sleep {m['sleep_frames_per_s']}, both {m['both_frames_per_s']} (one thread)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
