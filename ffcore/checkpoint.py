@@ -81,8 +81,8 @@ def to_bytes(model) -> bytes:
     return save(tensors, metadata=meta)
 
 
-def from_bytes(data: bytes, device: str | torch.device = "cpu"):
-    """Rebuild a model from :func:`to_bytes` output; refuses anything else with a ValueError."""
+def _read_snapshot(data: bytes) -> tuple[dict, str, dict]:
+    """(tensors, kind, config dict) of :func:`to_bytes` output; a ValueError for anything else."""
     from safetensors.torch import load
 
     try:
@@ -94,6 +94,22 @@ def from_bytes(data: bytes, device: str | torch.device = "cpu"):
     kind = meta.get("kind")
     if meta.get("format") != FORMAT or kind not in MODEL_KINDS:
         raise ValueError("not a model snapshot: missing or unknown format/kind metadata")
-    model = build_model(kind, MODEL_KINDS[kind][1].from_dict(json.loads(meta["config"])))
+    return tensors, kind, json.loads(meta["config"])
+
+
+def from_bytes(data: bytes, device: str | torch.device = "cpu"):
+    """Rebuild a model from :func:`to_bytes` output; refuses anything else with a ValueError."""
+    tensors, kind, config = _read_snapshot(data)
+    model = build_model(kind, MODEL_KINDS[kind][1].from_dict(config))
     model.load_state_dict(tensors, strict=True)
     return model.to(device)
+
+
+def load_bytes_into(model, data: bytes):
+    """Load :func:`to_bytes` output into ``model`` when it has the same kind and config (no new
+    model built: the cheap path for a reader of frequent snapshots); else a new model. Returns it."""
+    tensors, kind, config = _read_snapshot(data)
+    if model is None or kind != model.kind or config != json.loads(json.dumps(model.config.to_dict())):
+        return from_bytes(data, "cpu" if model is None else next(model.parameters()).device)
+    model.load_state_dict(tensors, strict=True)
+    return model

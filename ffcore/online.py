@@ -55,22 +55,57 @@ class OnlineConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
+# Labeled frames per step of the readout when many steps' frames are learned at once.
+READOUT_CHUNK = 64
+# Frames whose outer products wait, as factors, before one matrix product adds them to the dense
+# sum: a rank-S update per step would read and write the whole weight-sized accumulator each time.
+FOLD_ROWS = 256
+
+
 class FFGradient:
     """The FF-loss gradient of every hidden layer, summed over ``count`` frames (dense, the size
-    of the weights: it does not grow with the frames it sums)."""
+    of the weights, plus at most FOLD_ROWS frames of factors: it does not grow with the frames it
+    sums)."""
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor], count: int = 0):
-        self.weights, self.biases, self.count = weights, biases, int(count)
+        self._weights, self._biases, self.count = weights, biases, int(count)
+        self._pending: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in weights]
+        self._rows = [0 for _ in weights]
 
     @classmethod
     def zeros_like(cls, model: RecurrentFF) -> "FFGradient":
         return cls([torch.zeros_like(layer.linear.weight) for layer in model.layers],
                    [torch.zeros_like(layer.linear.bias) for layer in model.layers])
 
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """Every layer's dense weight gradient (N_l, D_l)."""
+        for i in range(len(self._weights)):
+            self._fold(i)
+        return self._weights
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        """Every layer's dense bias gradient (N_l,)."""
+        for i in range(len(self._biases)):
+            self._fold(i)
+        return self._biases
+
     def add_(self, i: int, dz: torch.Tensor, x_norm: torch.Tensor) -> None:
         """Add frames' gradient of layer ``i``: ``dz`` (B, N) loss derivatives, ``x_norm`` (B, D)."""
-        self.weights[i].addmm_(dz.T, x_norm)
-        self.biases[i].add_(dz.sum(dim=0))
+        self._pending[i].append((dz, x_norm))
+        self._rows[i] += len(dz)
+        if self._rows[i] >= FOLD_ROWS:
+            self._fold(i)
+
+    def _fold(self, i: int) -> None:
+        if not self._pending[i]:
+            return
+        left = torch.cat([dz for dz, _ in self._pending[i]])
+        right = torch.cat([x for _, x in self._pending[i]])
+        self._weights[i].addmm_(left.T, right)
+        self._biases[i].add_(left.sum(dim=0))
+        self._pending[i], self._rows[i] = [], 0
 
     def scale_(self, factor: float) -> "FFGradient":
         for t in (*self.weights, *self.biases):
@@ -140,8 +175,11 @@ def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
     logit = s * (measure - layer.threshold) / temperature
     # positive: loss softplus(-logit), dL/dlogit = -sigma(-logit); negative: softplus(logit), sigma(logit)
     dlogit = -torch.sigmoid(-logit) if phase == "positive" else torch.sigmoid(logit)
+    coefficient = (s * dlogit)[:, None]
+    if cfg.activation == "relu":  # y = 0 wherever relu' = 0, so the derivative is already in y
+        return coefficient * (2 * y if squared else (y > 0).to(y.dtype))
     dmeasure_dy = 2 * y if squared else torch.sign(y)
-    return (s * dlogit)[:, None] * dmeasure_dy * _activation_derivative(cfg.activation, z, y)
+    return coefficient * dmeasure_dy * _activation_derivative(cfg.activation, z, y)
 
 
 def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor, state: RecurrentState,
@@ -226,6 +264,7 @@ class OnlineLearner:
         self.model = model
         self.config = config or OnlineConfig()
         self.positive = FFGradient.zeros_like(model)
+        self._readout_velocity: torch.Tensor | None = None
         self._replay: list[ReplaySample] = []
         self._replay_size = 0
         self.optimizer = torch.optim.SGD([p for layer in model.layers for p in layer.linear.parameters()],
@@ -233,23 +272,38 @@ class OnlineLearner:
                                          weight_decay=self.config.weight_decay)
 
     @torch.no_grad()
-    def learn_step(self, frames: torch.Tensor, labels: torch.Tensor, state: RecurrentState) -> StepResult:
-        """``frames`` (S, D), ``labels`` (S,) with -1 for unlabeled, ``state`` of these S streams."""
+    def learn_step(self, frames: torch.Tensor, labels: torch.Tensor, state: RecurrentState,
+                   readout: bool = True) -> StepResult:
+        """``frames`` (S, D), ``labels`` (S,) with -1 for unlabeled, ``state`` of these S streams.
+        ``readout=False``: the caller trains the readout itself (``learn_readout``, for many
+        steps' frames at once); ``logits`` is then None."""
         labeled = labels >= 0
+        everything = bool(labeled.all()) or self.config.unsupervised
         logits = None
-        if labeled.any():
-            idx = labeled.nonzero().squeeze(1)
-            logits = self.readout_step(self.model.bottom_up_features(frames[idx]), labels[idx])
-        unsupervised = self.config.unsupervised
-        top = self.model.label_vector(None if unsupervised else labels, len(frames), frames.device)
-        learns = None if self.config.freeze else (torch.ones_like(labeled) if unsupervised else labeled)
-        grad = None if learns is None else self.positive
-        new, good = phase_iteration(self.model, frames, top, state, "positive", grad, learns)
+        if readout and labeled.any():
+            logits = self.learn_readout(frames, labels) if everything and not self.config.unsupervised \
+                else self.learn_readout(frames[labeled], labels[labeled])
+        top = self.model.label_vector(None if self.config.unsupervised else labels, len(frames), frames.device)
+        grad = None if self.config.freeze else self.positive
+        new, good = phase_iteration(self.model, frames, top, state, "positive", grad, None if everything else labeled)
         self.model.observe_inputs(frames)
-        if learns is not None and learns.any():
-            self.positive.count += int(learns.sum())
-            self._remember(ReplaySample(frames[learns], labels[learns], state.index(learns.nonzero().squeeze(1))))
+        if grad is not None:
+            if everything:
+                self.positive.count += len(frames)
+                self._remember(ReplaySample(frames, labels, state.clone()))
+            elif labeled.any():
+                self.positive.count += int(labeled.sum())
+                self._remember(ReplaySample(frames[labeled], labels[labeled], state.index(labeled.nonzero().squeeze(1))))
         return StepResult(new, logits, good)
+
+    @torch.no_grad()
+    def learn_readout(self, frames: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Predict labeled frames (B, D) in order with the readout on their bottom-up features,
+        then learn from them, READOUT_CHUNK frames per step. Returns the (B, C) logits made before
+        learning from each frame (prequential)."""
+        out = [self.readout_step(self.model.bottom_up_features(frames[i : i + READOUT_CHUNK]),
+                                 labels[i : i + READOUT_CHUNK]) for i in range(0, len(frames), READOUT_CHUNK)]
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     def _remember(self, part: ReplaySample) -> None:
         """Keep the most recent ``config.replay`` learned frames (bounded memory)."""
@@ -275,9 +329,15 @@ class OnlineLearner:
         logits = readout(features)
         error = torch.softmax(logits, dim=1)
         error[torch.arange(len(labels)), labels] -= 1.0  # d(cross-entropy)/d(logits), (B, C)
-        readout.linear.weight.grad = error.T @ features
-        readout.optimizer.step()
-        readout.optimizer.zero_grad(set_to_none=True)
+        # SGD with momentum and weight decay, torch.optim.SGD's rule written out (it costs less
+        # than the optimizer's own bookkeeping at one small step per frame)
+        w, group = readout.linear.weight, readout.optimizer.param_groups[0]
+        step = torch.addmm(w, error.T, features, beta=group["weight_decay"])
+        if self._readout_velocity is None:
+            self._readout_velocity = step
+        else:
+            self._readout_velocity.mul_(group["momentum"]).add_(step)
+        w.sub_(self._readout_velocity, alpha=group["lr"])
         if model.config.readout_average:  # exponential average over about readout_average frames
             rate = 1.0 - (1.0 - 1.0 / model.config.readout_average) ** len(labels)
             model.readout_mean.lerp_(readout.linear.weight.detach(), rate)

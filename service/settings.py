@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     freeze: bool = Field(False, description="keep the FF layers fixed; only the readout learns (the control)")
     wake_window: int = Field(50, ge=1, description="positive frames accumulated per FF step")
     wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
+    # Each step ships a snapshot to the sleep worker and a gradient back (a few MB through Redis):
+    # under heavy load the window grows so that steps come at most this often.
+    wake_step_interval_s: float = Field(0.02, ge=0, description="shortest time between two positive steps")
     negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
                                    "before the next positive step goes ahead without them")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per process (wake, sleep, api)")
@@ -77,7 +80,8 @@ class Settings(BaseSettings):
 
     # --- wake worker ---
     wake_block_ms: int = Field(200, ge=1, description="XREADGROUP block time")
-    wake_read_count: int = Field(512, ge=1, description="frames read per poll")
+    wake_read_count: int = Field(2048, ge=1, description="about this many frames read per poll (entries hold "
+                                 "a request's frames each: the entries read follow their mean size)")
     snapshot_every_frames: int = Field(200, ge=1)
     snapshot_every_s: float = Field(5.0, gt=0)
     snapshots_kept: int = Field(3, ge=1)

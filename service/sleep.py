@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from ffcore.checkpoint import from_bytes, to_bytes
+from ffcore.checkpoint import from_bytes, load_bytes_into, to_bytes
 from ffcore.negatives import hybrid_images
 from ffcore.online import ReplaySample, negative_gradient, negative_labels
 from service import model as model_io
@@ -39,6 +39,8 @@ class SleepWorker:
         self.running = True
         self.cycles = 0
         self.dreamt = 0  # version of the last dream answered
+        self._measured = 0.0  # when the goodness gauges were last measured
+        self.model = None  # the snapshot being dreamt with, reloaded in place for each dream
         self.metrics = SleepMetrics()
 
     def stop(self, *_) -> None:
@@ -125,7 +127,7 @@ class SleepWorker:
         if weights is None:  # the wake worker has moved on: that dream's moment is gone
             log.info("snapshot v%d of the dream is gone; skipping it", version)
             return 0
-        model = from_bytes(weights)
+        model = self.model = load_bytes_into(self.model, weights)
         sample = ReplaySample.from_bytes(blob)
         frames, labels = sample.frames, sample.labels
         if self.settings.mode == "unsupervised":  # neutral label on top; the negatives are hybrid frames
@@ -137,7 +139,9 @@ class SleepWorker:
             positive_labels = labels
             wrong = negative_labels(model, frames, labels, self.generator)
             negatives = frames
-        self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
+        if time.monotonic() - self._measured >= 1.0:  # a gauge: once a second is enough
+            self._measured = time.monotonic()
+            self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
         self.redis.xadd(self.keys.negatives, {"version": version, "gradient": grad.to_bytes(), "n": grad.count},
                         maxlen=NEGATIVES_MAXLEN, approximate=True)

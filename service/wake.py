@@ -77,7 +77,7 @@ class StreamTable:
             self.state = init if self.state is None else RecurrentState.cat([self.state, init])
             for i in new:
                 self.rows[ids[i]] = len(self.rows)
-                self.hits[ids[i]] = deque(maxlen=window)
+                self.hits.setdefault(ids[i], deque(maxlen=window))
         now = time.monotonic()
         for s in ids:
             self.last_seen[s] = now
@@ -127,6 +127,8 @@ class WakeWorker:
         self._window_started: float | None = None  # when the positive accumulator got its first frame
         self.awaiting: tuple[int, float] | None = None  # (dream version, since): negatives not yet applied
         self._negatives_checked = 0.0
+        self._last_positive_step = 0.0
+        self._frames_per_entry = 1.0  # running mean: how many entries make wake_read_count frames
         self.running = True
 
     def set_model(self, model) -> None:
@@ -252,7 +254,7 @@ class WakeWorker:
         cursor, applied = "0", 0
         while True:
             reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: cursor},
-                                          count=self.settings.wake_read_count)
+                                          count=self.read_count())
             entries = reply[0][1] if reply else []
             if not entries:
                 break
@@ -273,19 +275,24 @@ class WakeWorker:
         # A full window waiting for its negatives: do not sleep long in the read, they are due.
         block = 5 if self.awaiting is not None and self.learner.positive.count else self.settings.wake_block_ms
         reply = self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: ">"},
-                                      count=self.settings.wake_read_count, block=block)
+                                      count=self.read_count(), block=block)
         applied = self.process(reply[0][1] if reply else [])
         self.housekeeping()
         return applied
+
+    def read_count(self) -> int:
+        """Entries to read so that a poll holds about ``wake_read_count`` frames."""
+        return max(1, min(1024, round(self.settings.wake_read_count / self._frames_per_entry)))
 
     def housekeeping(self) -> None:
         now = time.monotonic()
         self.redis.set(self.keys.heartbeat("wake"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
         self.maybe_positive_step(window_only=False)
-        # Negatives are published at once: the sleep worker computes its next update from the
-        # served snapshot, and one that lacked the last update would push the same way twice.
-        if (self._negatives_since_snapshot or self._frames_since_snapshot >= self.settings.snapshot_every_frames
-                or (self._frames_since_snapshot and now - self._last_snapshot >= self.settings.snapshot_every_s)):
+        # Positive steps publish their weights with their dreams; this keeps predict's snapshot
+        # fresh in between (the readout learns every frame) and after negatives.
+        changed = self._frames_since_snapshot or self._negatives_since_snapshot
+        if (self._frames_since_snapshot >= self.settings.snapshot_every_frames
+                or (changed and now - self._last_snapshot >= self.settings.snapshot_every_s)):
             self.publish()
         if (self.redis.getdel(self.keys.checkpoint_request) is not None
                 or now - self._last_checkpoint >= self.settings.checkpoint_every_s
@@ -336,6 +343,8 @@ class WakeWorker:
             self._window_started = now
         if count < self.settings.wake_window and (window_only or now - self._window_started < self.settings.wake_window_s):
             return False
+        if now - self._last_positive_step < self.settings.wake_step_interval_s:
+            return False
         if self.awaiting is not None and now - self._negatives_checked >= 0.002:
             self._negatives_checked = now
             self.apply_negatives()
@@ -356,6 +365,7 @@ class WakeWorker:
         self._window_started = None
         if not grad.count:
             return
+        self._last_positive_step = time.monotonic()
         self.learner.apply(grad)
         self.metrics.positive_steps.inc()
         if not self.publish() or sample is None or self.settings.freeze:
@@ -381,6 +391,7 @@ class WakeWorker:
             if not fields:  # an entry deleted from the stream while pending: nothing to apply
                 continue
             entry = FrameEntry.from_fields(fields, dim)
+            self._frames_per_entry += 0.1 * (len(entry.frames) - self._frames_per_entry)
             stream = entry.stream
             last = self.last_ids.get(stream)
             if last is not None and entry_id_order(eid) <= entry_id_order(last):
@@ -401,6 +412,7 @@ class WakeWorker:
         stats = {}
         saved = self.saved_states(list(per_stream))  # I/O before the steps, not inside them
         depth = max((len(v) for v in per_stream.values()), default=0)
+        self.learn_readout(per_stream, depth)
         for k in range(depth):
             batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
             start = time.perf_counter()
@@ -444,6 +456,23 @@ class WakeWorker:
         pipe.execute()
         return applied
 
+    def learn_readout(self, per_stream: OrderedDict, depth: int) -> None:
+        """Prequential: every labeled frame of the batch is predicted (the readout on its bottom-up
+        features, the path /v1/predict takes for a frame without context) before the readout
+        learns from it, in the order the steps take the frames; many steps' frames at once."""
+        order = [(s, items[k]) for k in range(depth) for s, items in per_stream.items()
+                 if k < len(items) and items[k][2] >= 0]
+        if not order:
+            return
+        frames = torch.from_numpy(np.stack([item[1] for _, item in order])).to(self.device)
+        labels = torch.tensor([item[2] for _, item in order], device=self.device)
+        hits = (self.learner.learn_readout(frames, labels).argmax(dim=1) == labels).tolist()
+        for (s, _), hit in zip(order, hits):
+            window = self.streams.hits.get(s)
+            if window is None:
+                window = self.streams.hits[s] = deque(maxlen=self.settings.accuracy_window)
+            window.append(int(hit))
+
     def step(self, ids: list[str], items: list[tuple], saved: dict[str, RecurrentState] | None = None) -> dict:
         """One damped synchronous iteration for these streams, each advanced by one frame (its
         ``(entry id, frame (D,), label, seq)``), with a prediction made before learning and the
@@ -451,14 +480,8 @@ class WakeWorker:
         frames = torch.from_numpy(np.stack([item[1] for item in items])).to(self.device)
         labels = torch.tensor([item[2] for item in items], device=self.device)
         rows = self.streams.ensure(self.model, ids, frames, self.settings.accuracy_window, saved)
-        # Prequential: each labeled frame is predicted (the readout on its bottom-up features, the
-        # path /v1/predict takes for a frame without context) before anything learns from it.
-        result = self.learner.learn_step(frames, labels, self.streams.state.index(rows))
+        result = self.learner.learn_step(frames, labels, self.streams.state.index(rows), readout=False)
         new_state = result.state
-        if result.logits is not None:
-            idx = (labels >= 0).nonzero().squeeze(1).tolist()
-            for i, hit in zip(idx, (result.logits.argmax(dim=1) == labels[idx]).tolist()):
-                self.streams.hits[ids[i]].append(int(hit))
         stats = {f"g_pos_{i}": g for i, g in enumerate(result.goodness.mean(dim=0).tolist())}
         self.streams.state.scatter(rows, new_state)
         self.frames_seen += len(ids)
