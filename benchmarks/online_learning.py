@@ -2,8 +2,10 @@
 frozen control and the rivals a user would pick instead.
 
 Each training image is a "boring video" of ``repeat`` frames; ``streams`` streams take images in
-turn and advance one frame per step. Conditions, all in-process (the service itself, with and
-without FFS_FREEZE, is measured with ``ffstream replay``; docs/RESULTS.md):
+turn and advance one frame per step. Conditions:
+  (a) service -- the embedded system (REST API, Redis, wake and sleep workers), default
+      settings, the same streams posted over HTTP (``ffstream replay``; ``--service``);
+  (b) service-frozen -- the same with FFS_FREEZE=true (``--service``);
   (c) interleaved -- ffcore.online: every step's positive gradient applied at once, then the
       negatives computed on the updated weights and applied (staleness 0);
   (d) wake-sleep -- the service's rhythm in-process: positives accumulated over ``window``
@@ -67,6 +69,37 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
             "prequential_error": 1 - hits / frames, "frames": frames, "seconds": seconds}
 
 
+def service_run(args, freeze: bool) -> dict:
+    """The embedded system on free ports, fed by ``ffstream replay``'s streams over HTTP."""
+    import tempfile
+
+    from rich.console import Console
+
+    from service.embedded import free_port
+    from service.replay import run_replay
+
+    workdir = Path(tempfile.mkdtemp(prefix="ffs-online-"))
+    # the embedded system's processes read their settings from the environment, as in production
+    env = {"FFS_FREEZE": str(freeze).lower(), "FFS_PORT": str(free_port()), "FFS_WAKE_METRICS_PORT": str(free_port()),
+           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(workdir), "FFS_MAX_STREAM_FPS": "1e6"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    settings = Settings()
+    out = workdir / "replay.json"
+    start = time.perf_counter()
+    code = run_replay(settings, data_dir=args.data_dir, dataset=args.dataset, frames=args.images * args.repeat,
+                      streams=args.streams, repeat=args.repeat, test_size=args.test_size, evaluations=5, out=out,
+                      console=Console(stderr=True))
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    if code:
+        raise SystemExit(f"replay failed with status {code}")
+    replay = json.loads(out.read_text())
+    return {"test_error": replay["curve"][-1]["test_error"], "prequential_error": float("nan"),
+            "curve": replay["curve"], "frames_per_second": replay["frames_per_second"],
+            "negatives_applied": replay["negatives_applied"], "seconds": time.perf_counter() - start}
+
+
 def logistic_regression(x, y, x_test, y_test, *, num_classes: int, lr: float = 0.01) -> dict:
     w = torch.zeros(x.shape[1] + 1, num_classes)
     xa = torch.cat([x, torch.ones(len(x), 1)], 1)
@@ -109,10 +142,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=2, help="frames per image")
     ap.add_argument("--streams", type=int, default=16)
-    ap.add_argument("--staleness", type=int, nargs="+", default=[1])
+    ap.add_argument("--staleness", type=int, nargs="*", default=[1])
     ap.add_argument("--test-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-rivals", action="store_true")
+    ap.add_argument("--service", action="store_true", help="also (a) and (b): the service through its REST API")
     ap.add_argument("--out", type=Path, default=Path("docs/online_learning.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -129,6 +163,9 @@ def main() -> None:
         print(f"{name:28s} test error {100 * r['test_error']:6.2f}%  prequential {100 * r['prequential_error']:6.2f}%"
               f"  ({r['seconds']:.0f} s)", flush=True)
 
+    if args.service:
+        for name, freeze in (("a service", False), ("b service-frozen", True)):
+            report(name, service_run(args, freeze))
     common = dict(streams=args.streams, repeat=args.repeat, seed=args.seed)
     report("c interleaved", ff_online(settings, x, y, x_test, y_test, window=args.streams, staleness=0, **common))
     report("d wake-sleep", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window, staleness=0,

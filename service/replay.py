@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ffcore.data.datasets import load_dataset
-from service.demo import held_out_accuracy, running_system, stream_videos
+from service.demo import held_out_accuracy, running_system, stream_videos, wait_until
 from service.settings import Settings
 
 
@@ -21,10 +21,11 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
                       f"classes: set FFS_INPUT_DIM={data.input_dim} FFS_NUM_CLASSES={data.num_classes}", soft_wrap=True)
         return 2
     images = -(-frames // repeat)
-    x = data.train_x[:images].numpy().repeat(repeat, axis=0)[:frames]  # each image a "boring video" of `repeat` frames
-    y = data.train_y[:images].numpy().repeat(repeat)[:frames]
-    per = -(-len(x) // streams)
-    videos = [(x[i * per : (i + 1) * per], y[i * per : (i + 1) * per]) for i in range(streams)]
+    # Stream s shows images s, s + streams, ... (cameras side by side), each a "boring video" of
+    # `repeat` frames: the order benchmarks/online_learning.py's in-process learners see.
+    x_all, y_all = data.train_x[:images].numpy(), data.train_y[:images].numpy()
+    videos = [(x_all[s::streams].repeat(repeat, axis=0), y_all[s::streams].repeat(repeat)) for s in range(streams)]
+    total = sum(len(v) for v, _ in videos)
     x_test, y_test = data.test_x[:test_size].numpy(), data.test_y[:test_size].numpy()
     curve: list[dict] = []
     start = time.perf_counter()
@@ -37,19 +38,25 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
 
     try:
         with running_system(settings, console) as client:
-            _, max_lag = stream_videos(client, videos, console, chunk=max(repeat, 4), every=evaluate,
-                          every_frames=max(len(x) // evaluations, 1))
-            if not curve or curve[-1]["frames"] != len(x):
-                evaluate(len(x))
+            # 16 images per request: the service learns a frame at a time whatever the request size
+            _, max_lag = stream_videos(client, videos, console, chunk=16 * repeat, every=evaluate,
+                                       every_frames=max(total // evaluations, 1))
+            # every frame is applied (stream_videos waits for it); the final figure is taken on a
+            # snapshot that includes them all: the next one published after that
+            applied_at = client.get("/v1/model").json()["version"]
+            wait_until(lambda: client.get("/v1/model").json()["version"] != applied_at, 15)
+            if curve and curve[-1]["frames"] == total:
+                curve.pop()
+            evaluate(total)
             model = client.get("/v1/model").json()
     except RuntimeError as e:
         console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return 1
     seconds = time.perf_counter() - start
-    result = {"dataset": dataset, "frames": len(x), "streams": streams, "repeat": repeat, "test_size": test_size,
-              "seconds": seconds, "frames_per_second": len(x) / seconds, "max_lag_frames": max_lag, "curve": curve,
+    result = {"dataset": dataset, "frames": total, "streams": streams, "repeat": repeat, "test_size": test_size,
+              "seconds": seconds, "frames_per_second": total / seconds, "max_lag_frames": max_lag, "curve": curve,
               "negatives_applied": model["negatives_applied"], "sleep_cycles": model["sleep"]["cycles"]}
-    console.print(f"{len(x)} frames in {seconds:.0f} s ({len(x) / seconds:.0f} frames/s), final test error "
+    console.print(f"{total} frames in {seconds:.0f} s ({total / seconds:.0f} frames/s), final test error "
                   f"{100 * curve[-1]['test_error']:.2f}%, {model['negatives_applied']} negative updates applied, "
                   f"largest lag {max_lag} frames")
     if out:

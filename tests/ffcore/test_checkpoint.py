@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ffcore.checkpoint import build_model, load_checkpoint, save_checkpoint
+from ffcore.checkpoint import build_model, load_checkpoint, save_checkpoint, to_bytes
 from ffcore.data import load_synthetic
 from ffcore.presets import get_preset
 from ffcore.train import fit
@@ -46,3 +46,17 @@ def test_loading_a_non_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError, match="not an ffcore-checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def test_a_snapshot_loads_into_a_model_of_the_same_config_in_place():
+    from ffcore.checkpoint import load_bytes_into
+    from ffcore.recurrent import RecurrentConfig, RecurrentFF
+
+    torch.manual_seed(0)
+    a, b = RecurrentFF(RecurrentConfig(input_dim=20, widths=(8, 8))), RecurrentFF(RecurrentConfig(input_dim=20, widths=(8, 8)))
+    same = load_bytes_into(b, to_bytes(a))
+    assert same is b and all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    other = load_bytes_into(b, to_bytes(RecurrentFF(RecurrentConfig(input_dim=20, widths=(6, 6)))))
+    assert other is not b and other.config.widths == (6, 6)  # another config: a new model
+    with pytest.raises(ValueError, match="not a model snapshot"):
+        load_bytes_into(b, b"junk")

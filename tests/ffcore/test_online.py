@@ -129,3 +129,32 @@ def test_malformed_gradients_and_samples_are_refused_clearly():
         ReplaySample.from_bytes(b"junk")
     with pytest.raises(ValueError, match="lr must be > 0"):
         OnlineConfig(lr=0)
+
+
+def test_input_centering_makes_the_net_blind_to_a_constant_offset():
+    """With center_input, frames and frames + c (a sensor's baseline) give the same features
+    once the running mean has seen each stream: layer norm removes scale, centering offset."""
+    x = torch.rand(64, 20)
+    feats = []
+    for offset in (0.0, 5.0):
+        model = _model(center_input=True, center_horizon=64)
+        model.observe_inputs(x + offset)
+        assert torch.allclose(model.input_mean, (x + offset).mean(0), atol=1e-5)
+        feats.append(model.bottom_up_features(x + offset))
+    assert torch.allclose(feats[0], feats[1], atol=1e-3)
+    plain = _model()
+    plain.observe_inputs(x)  # off by default: the library's nets see raw frames
+    assert torch.equal(plain.input_mean, torch.zeros(20))
+
+
+def test_predictions_use_the_averaged_readout_when_configured():
+    learner = OnlineLearner(_model(readout_average=10))
+    x, labels = torch.rand(30, 20), torch.randint(0, 4, (30,))
+    for i in range(0, 30, 3):
+        learner.learn_readout(x[i : i + 3], labels[i : i + 3])
+    model = learner.model
+    features = model.bottom_up_features(x)
+    live = model.readout(features)
+    served = features @ model.readout_mean.T
+    assert torch.allclose(torch.log_softmax(served, 1).exp(), model.predict_fast(x), atol=1e-6)
+    assert not torch.allclose(live, served)  # the average lags the last iterate

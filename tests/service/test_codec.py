@@ -47,3 +47,15 @@ def test_valid_bodies_decode_exactly(n, dim, data):
     x = np.asarray(values, np.float32).reshape(n, dim)
     frames, _, _ = decode_frames(encode_frames(x))
     assert np.array_equal(frames, x)
+
+
+def test_a_request_is_one_redis_entry_and_reads_back_exactly():
+    from service.redis_io import FrameEntry
+
+    rng = np.random.default_rng(0)
+    entry = FrameEntry("cam", rng.random((3, 5), dtype=np.float32), np.array([1, -1, 7]), np.array([10, 11, -1]), 12.5)
+    fields = {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in entry.fields().items()}
+    back = FrameEntry.from_fields(fields, dim=5)
+    assert back.stream == "cam" and back.t == 12.5
+    assert np.array_equal(back.frames, entry.frames) and back.labels.tolist() == [1, -1, 7]
+    assert back.seqs.tolist() == [10, 11, -1]
