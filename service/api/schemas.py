@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -28,16 +30,21 @@ class PredictIn(BaseModel):
     frames: list[list[float]] = Field(min_length=1)
     stream_id: str | None = Field(None, pattern=STREAM_ID_PATTERN,
                                   description="use this stream's recurrent context (it is not changed)")
+    method: Literal["softmax", "goodness"] = Field(
+        "softmax", description="softmax: the linear readout on one pass (fast; the classifier the prequential "
+        "accuracy measures); goodness: the paper's classifier, each label clamped on top in turn and the "
+        "goodness averaged over iterations 3-5 (about 10 x 5 passes per frame)")
 
 
 class Prediction(BaseModel):
-    label: int
-    probabilities: list[float]
-    goodness: list[float]
+    label: int = Field(description="the most probable label (softmax) or the one of highest goodness (goodness)")
+    probabilities: list[float] = Field(description="the softmax readout's probabilities, for either method")
+    goodness: list[float] | None = Field(None, description="goodness per label (method goodness only)")
 
 
 class PredictOut(BaseModel):
     model_version: int
+    method: Literal["softmax", "goodness"] = Field(description="the classifier that chose the labels")
     predictions: list[Prediction]
 
 

@@ -109,10 +109,16 @@ def test_predict_readiness_and_model_status(client, settings):
     r = client.post("/v1/predict", json={"frames": [[0.5] * settings.input_dim] * 2})
     assert r.status_code == 200
     out = r.json()
-    assert out["model_version"] == 1 and len(out["predictions"]) == 2
+    assert out["model_version"] == 1 and len(out["predictions"]) == 2 and out["method"] == "softmax"
     p = out["predictions"][0]
-    assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-5 and len(p["goodness"]) == 10
+    assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-5 and p["goodness"] is None
     assert p["label"] == int(np.argmax(p["probabilities"]))
+    r = client.post("/v1/predict", json={"frames": [[0.5] * settings.input_dim], "method": "goodness"})
+    out = r.json()
+    p = out["predictions"][0]
+    assert r.status_code == 200 and out["method"] == "goodness" and len(p["goodness"]) == 10
+    assert p["label"] == int(np.argmax(p["goodness"]))  # the paper's classifier chose it
+    assert client.post("/v1/predict", json={"frames": [[0.5] * 196], "method": "vote"}).status_code == 422
     assert client.post("/v1/predict", json={"frames": [[0.5] * 3]}).status_code == 422
     assert client.post("/v1/predict", json={"frames": [[0.5] * 196], "stream_id": "none"}).status_code == 404
     model = client.get("/v1/model").json()

@@ -32,7 +32,7 @@ async def latest_model(request: Request, redis, keys):
     return cached
 
 
-def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Prediction]:
+def _predict(model, frames: np.ndarray, state: RecurrentState | None, method: str) -> list[Prediction]:
     x = torch.from_numpy(frames)
     if state is not None:
         state = RecurrentState([y.repeat(len(x), 1) for y in state.activities])
@@ -42,18 +42,19 @@ def _predict(model, frames: np.ndarray, state: RecurrentState | None) -> list[Pr
         else:  # in the stream's context: one neutral step from the stream's state
             neutral, _ = model.step(x, None, state)
             probs = torch.softmax(model.readout_logits(neutral), dim=1)
+        if method == "softmax":
+            return [Prediction(label=int(p.argmax()), probabilities=p.tolist()) for p in probs]
         goodness = model.label_goodness(x, state)
-    # The label is the readout's: the classifier the prequential accuracy measures and the one
-    # that is useful early, before the goodness of the labels has separated.
-    return [Prediction(label=int(p.argmax()), probabilities=p.tolist(), goodness=g.tolist())
+    return [Prediction(label=int(g.argmax()), probabilities=p.tolist(), goodness=g.tolist())
             for p, g in zip(probs, goodness)]
 
 
 @router.post("/predict", response_model=PredictOut, responses=errors(400, 401, 403, 404, 413, 422, 503),
              dependencies=[Depends(require_key_for_predict), Security(API_KEY_HEADER)])
 async def predict(body: PredictIn, request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
-    """Probabilities (softmax readout) and goodness per label (averaged over iterations 3-5 with
-    each label clamped on top); the label is the most probable one."""
+    """Labels from the softmax readout (default, fast) or from the paper's goodness classifier
+    (``method: goodness``: each label clamped on top, goodness averaged over iterations 3-5); the
+    readout's probabilities come with either, the goodness per label with the second."""
     if len(body.frames) > settings.max_frames_per_request:
         raise HTTPException(413, f"{len(body.frames)} frames; the limit is {settings.max_frames_per_request}")
     bad = [i for i, f in enumerate(body.frames) if len(f) != settings.input_dim]
@@ -70,6 +71,6 @@ async def predict(body: PredictIn, request: Request, settings: SettingsDep, redi
         if blob is None:
             raise HTTPException(404, f"stream {body.stream_id!r} has no recurrent state yet")
         state = RecurrentState.from_bytes(blob)
-    predictions = await run_in_threadpool(_predict, model, frames.astype(np.float32), state)
+    predictions = await run_in_threadpool(_predict, model, frames.astype(np.float32), state, body.method)
     request.app.state.metrics.predictions.inc(len(predictions))
-    return PredictOut(model_version=version, predictions=predictions)
+    return PredictOut(model_version=version, method=body.method, predictions=predictions)
