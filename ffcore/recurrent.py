@@ -110,6 +110,15 @@ class RecurrentFF(nn.Module):
         self.register_buffer("input_mean", torch.zeros(config.input_dim))
         self.register_buffer("input_count", torch.zeros((), dtype=torch.float64))
 
+    # Buffers added after the first checkpoints were written: older files load with their defaults.
+    _LATER_BUFFERS = ("readout_mean", "input_mean", "input_count")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = dict(state_dict)
+        for name in self._LATER_BUFFERS:
+            state_dict.setdefault(name, getattr(self, name))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # ---- the bottom layer ------------------------------------------------------------------
     def prepare(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, D) frames as the bottom layer sees them: centered when ``config.center_input``."""

@@ -60,3 +60,17 @@ def test_a_snapshot_loads_into_a_model_of_the_same_config_in_place():
     assert other is not b and other.config.widths == (6, 6)  # another config: a new model
     with pytest.raises(ValueError, match="not a model snapshot"):
         load_bytes_into(b, b"junk")
+
+
+def test_a_recurrent_checkpoint_from_before_the_online_buffers_still_loads():
+    from ffcore.recurrent import RecurrentConfig, RecurrentFF
+
+    torch.manual_seed(0)
+    old = RecurrentFF(RecurrentConfig(input_dim=20, widths=(8, 8)))
+    weights = {k: v for k, v in old.state_dict().items() if k not in ("readout_mean", "input_mean", "input_count")}
+    new = RecurrentFF(RecurrentConfig(input_dim=20, widths=(8, 8)))
+    new.load_state_dict(weights)  # strict: everything the old file has, the new buffers at their defaults
+    assert torch.equal(new.layers[0].linear.weight, old.layers[0].linear.weight)
+    assert torch.equal(new.input_mean, torch.zeros(20))
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        new.load_state_dict({**weights, "stray": torch.zeros(1)})
