@@ -63,7 +63,6 @@ def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, now: float)
     pipe.xadd(keys.frames, FrameEntry(stream_id, np.asarray(frames), np.asarray(labels), np.asarray(seqs), now).fields())
     pipe.hincrby(keys.stream(stream_id), "received", len(frames))
     pipe.hincrby(keys.model, "frames_received", len(frames))
-    pipe.hincrby(keys.model, "labeled_received", int((np.asarray(labels) >= 0).sum()))
 
 
 def queue_lag(received, applied, duplicate) -> int:
