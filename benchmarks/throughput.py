@@ -36,6 +36,7 @@ REPO = Path(__file__).parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.codec import encode_frames  # noqa: E402
+from service.demo import wait_ready  # noqa: E402
 from service.embedded import free_port  # noqa: E402
 
 DIM = 784
@@ -246,16 +247,9 @@ def main() -> None:
     base, wake_metrics = f"http://127.0.0.1:{ports['api']}", f"http://127.0.0.1:{ports['wake']}/metrics"
     result = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware(), "args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.time() > deadline:
+        with httpx.Client(base_url=base, timeout=5) as probe:
+            if not wait_ready(probe, 120):
                 raise RuntimeError("the system did not become ready")
-            time.sleep(0.5)
         pids = children(up.pid)
         result["loads"] = []
         for load in args.loads:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from ffcore.serial import load_tensors
 
 
 @dataclass
@@ -35,12 +36,7 @@ class WeightDelta:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "WeightDelta":
-        try:
-            tensors = st_load(data)
-        except Exception as e:  # safetensors raises its own error types for malformed bytes
-            raise ValueError(f"not a serialized weight delta: {e}") from e
+        tensors = load_tensors(data, "weight delta",
+                               lambda k: {f"{i}.{part}" for i in range(k // 2) for part in ("left", "right")})
         n = len(tensors) // 2
-        expected = {f"{i}.{part}" for i in range(n) for part in ("left", "right")}
-        if set(tensors) != expected:
-            raise ValueError(f"a serialized delta holds {sorted(expected)}, got {sorted(tensors)}")
         return cls([(tensors[f"{i}.left"], tensors[f"{i}.right"]) for i in range(n)])

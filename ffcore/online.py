@@ -26,12 +26,12 @@ import json
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ffcore.goodness import goodness_sign
 from ffcore.negatives import wrong_labels_hard, wrong_labels_uniform
 from ffcore.recurrent import RecurrentFF
+from ffcore.serial import load_tensors
 from ffcore.state import RecurrentState
 
 
@@ -128,15 +128,10 @@ class FFGradient:
 
     @classmethod
     def from_bytes(cls, data: bytes, device="cpu") -> "FFGradient":
-        try:
-            tensors = st_load(data)
-            count = _metadata(data).get("count", "0")
-        except Exception as e:  # safetensors raises its own error types for malformed bytes
-            raise ValueError(f"not a serialized FF gradient: {e}") from e
+        tensors = load_tensors(data, "FF gradient",
+                               lambda k: {f"{i}.{part}" for i in range(k // 2) for part in ("weight", "bias")})
         n = len(tensors) // 2
-        expected = {f"{i}.{part}" for i in range(n) for part in ("weight", "bias")}
-        if set(tensors) != expected:
-            raise ValueError(f"a serialized gradient holds {sorted(expected)}, got {sorted(tensors)}")
+        count = _metadata(data).get("count", "0")
         if not count.isdigit():
             raise ValueError(f"a serialized gradient's count must be a whole number, got {count!r}")
         return cls([tensors[f"{i}.weight"].to(device) for i in range(n)],
@@ -234,14 +229,9 @@ class ReplaySample:
 
     @classmethod
     def from_bytes(cls, data: bytes, device="cpu") -> "ReplaySample":
-        try:
-            tensors = st_load(data)
-        except Exception as e:  # safetensors raises its own error types for malformed bytes
-            raise ValueError(f"not a serialized replay sample: {e}") from e
+        tensors = load_tensors(data, "replay sample",
+                               lambda k: {"frames", "labels", *(f"state.{i}" for i in range(max(k - 2, 1)))})
         layers = len(tensors) - 2
-        expected = {"frames", "labels", *(f"state.{i}" for i in range(layers))}
-        if layers < 1 or set(tensors) != expected:
-            raise ValueError(f"a serialized replay sample holds {sorted(expected)}, got {sorted(tensors)}")
         return cls(tensors["frames"].to(device), tensors["labels"].to(device),
                    RecurrentState([tensors[f"state.{i}"].to(device) for i in range(layers)]))
 

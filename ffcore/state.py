@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+
+from ffcore.serial import load_tensors
 
 
 @dataclass
@@ -68,11 +69,5 @@ class RecurrentState:
 
     @classmethod
     def from_bytes(cls, data: bytes, device="cpu") -> "RecurrentState":
-        try:
-            tensors = st_load(data)
-        except Exception as e:  # safetensors raises its own error types for malformed bytes
-            raise ValueError(f"not a serialized recurrent state: {e}") from e
-        names = [f"layer_{i}" for i in range(len(tensors))]
-        if sorted(tensors) != sorted(names):
-            raise ValueError(f"a serialized state holds tensors {names}, got {sorted(tensors)}")
-        return cls([tensors[n].to(device) for n in names])
+        tensors = load_tensors(data, "recurrent state", lambda k: {f"layer_{i}" for i in range(k)})
+        return cls([tensors[f"layer_{i}"].to(device) for i in range(len(tensors))])
