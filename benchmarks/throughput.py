@@ -279,8 +279,12 @@ def main() -> None:
         print(f"ingest alone (wake stopped): {result['ingest_alone_frames_per_s']} frames/s", flush=True)
         os.kill(pids["wake"], signal.SIGCONT)
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        up.wait(60)
+        up.send_signal(signal.SIGTERM)  # ffstream up stops its children in order, Redis last
+        try:
+            up.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
     result["model_step_alone"] = [model_step_alone(s) for s in sorted({int(v.split("x")[0]) for v in args.loads})]
     for m in result["model_step_alone"]:
         print(f"model step alone, {m['streams_per_step']} streams per step: wake {m['wake_frames_per_s']} frames/s, "
