@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     evicted_state: Literal["drop", "save"] = Field(
         "drop", description="save: keep an evicted stream's recurrent state in Redis and resume from it")
     checkpoint_dir: str = "runs/service"
+    init_checkpoint: str | None = Field(None, description="warm start: an `ffcore train` checkpoint folder of a "
+                                        "recurrent net of the same shape, whose weights a fresh service starts from")
     # Frames are acknowledged when a checkpoint includes them (exactly once across crashes), so
     # checkpoints are frequent: they bound the pending list and the work redone after a crash.
     checkpoint_every_s: float = Field(10.0, gt=0)

@@ -217,9 +217,34 @@ class WakeWorker:
         self.metrics.checkpoint_time.set(now)
         log.info("checkpoint %s written at version %d", name, self.version)
 
+    def warm_start(self, folder: str) -> None:
+        """Start from the weights of an ``ffcore train`` checkpoint of a recurrent net of the same
+        shape (a model pretrained offline, adapted online here); the settings keep their say on
+        everything else (damping, readout averaging, centering)."""
+        try:
+            pretrained = load_checkpoint(folder, self.device)
+        except (OSError, ValueError) as e:
+            raise WakeError(f"FFS_INIT_CHECKPOINT={folder}: cannot load it: {e}") from e
+        if getattr(pretrained, "kind", None) != "recurrent":
+            raise WakeError(f"FFS_INIT_CHECKPOINT={folder} holds a {pretrained.kind} model: the service learns a "
+                            "recurrent net (train one with `ffcore train --preset ...-recurrent...`)")
+        want, have = self.model.config, pretrained.config
+        if _shape(want) != _shape(have):
+            raise WakeError(f"FFS_INIT_CHECKPOINT={folder} is a {have.input_dim}-{list(have.widths)}-{have.num_classes} "
+                            f"net but the settings ask for {want.input_dim}-{list(want.widths)}-{want.num_classes}: "
+                            "set FFS_INPUT_DIM, FFS_WIDTHS and FFS_NUM_CLASSES to match it")
+        self.model.load_state_dict(pretrained.state_dict())
+        if not have.readout_average:  # trained offline: its readout is the last iterate, serve that
+            with torch.no_grad():
+                self.model.readout_mean.copy_(self.model.readout.linear.weight)
+        self.set_model(self.model)
+        log.info("warm start from %s", folder)
+
     def setup(self) -> None:
         self.resume()
         if self.latest_checkpoint() is None:
+            if self.settings.init_checkpoint:  # a fresh service: a later restart resumes its own checkpoints
+                self.warm_start(self.settings.init_checkpoint)
             self.checkpoint()  # a checkpoint exists from the start: a crash never loses the config
         try:
             self.redis.xgroup_create(self.keys.frames, WAKE_GROUP, id="0", mkstream=True)

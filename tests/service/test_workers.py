@@ -382,3 +382,36 @@ def test_frozen_ff_layers_stay_bit_identical_and_the_readout_learns(settings, sy
     assert all(torch.equal(a, b) for a, b in zip(layers, wake.model.layers.parameters()))
     assert not torch.equal(readout, wake.model.readout.linear.weight)
     assert sync_redis.hget(keys.dream, "version") is None  # frozen: nothing for the sleep worker to do
+
+
+def test_a_fresh_service_warm_starts_from_an_ffcore_checkpoint_of_the_same_shape(settings, sync_redis, tmp_path):
+    from ffcore.checkpoint import save_checkpoint
+    from ffcore.recurrent import RecurrentConfig, RecurrentFF
+
+    torch.manual_seed(7)
+    pretrained = RecurrentFF(RecurrentConfig(input_dim=196, widths=(32, 32), num_classes=10))
+    torch.nn.init.normal_(pretrained.readout.linear.weight)  # as if trained: not the zeros of a fresh readout
+    save_checkpoint(pretrained, tmp_path / "pretrained")  # what `ffcore train` writes
+    warm = settings.model_copy(update={"init_checkpoint": str(tmp_path / "pretrained")})
+    wake = WakeWorker(warm, sync_client(warm))
+    wake.setup()
+    assert all(torch.equal(a, b) for a, b in zip(pretrained.layers.parameters(), wake.model.layers.parameters()))
+    assert wake.model.config.readout_average == warm.readout_average  # the settings keep their say
+    frames = torch.rand(4, 196)
+    assert torch.allclose(wake.model.predict_fast(frames), pretrained.predict_fast(frames), atol=1e-6)
+    _post(sync_redis, Keys(settings.key_prefix), "a", 0.3, label=1, seq=0)
+    assert wake.poll() == 1  # and it learns on from there
+    wake.checkpoint()
+    again = WakeWorker(warm, sync_client(warm))  # a restart resumes its own checkpoint, not the pretrained one
+    again.setup()
+    assert all(torch.equal(a, b) for a, b in zip(wake.model.parameters(), again.model.parameters()))
+
+    other = tmp_path / "other"
+    save_checkpoint(RecurrentFF(RecurrentConfig(input_dim=196, widths=(16,), num_classes=10)), other / "ckpt")
+    fresh = settings.model_copy(update={"init_checkpoint": str(other / "ckpt"), "checkpoint_dir": str(other / "svc")})
+    with pytest.raises(WakeError, match=r"is a 196-\[16\]-10 net but the settings ask for 196-\[32, 32\]-10"):
+        WakeWorker(fresh, sync_client(fresh)).setup()
+    missing = settings.model_copy(update={"init_checkpoint": str(tmp_path / "nowhere"),
+                                          "checkpoint_dir": str(tmp_path / "svc2")})
+    with pytest.raises(WakeError, match="cannot load it"):
+        WakeWorker(missing, sync_client(missing)).setup()
