@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
 from ffcore.metrics import error_rate
-from ffcore.online import OnlineLearner, negative_gradient, negative_labels
+from ffcore.online import OnlineLearner, negative_gradient
 from ffcore.recurrent import RecurrentFF
 from service import model as model_io
 from service.settings import Settings
@@ -58,7 +58,7 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
                 learner.apply(learner.take_positive())
                 sample = learner.take_replay()
                 if not settings.freeze:
-                    wrong = negative_labels(model, sample.frames, sample.labels, gen)
+                    wrong = model.negative_labels(sample.frames, sample.labels, gen)
                     pending.append(negative_gradient(model, sample.frames, wrong, settings.sleep_iterations,
                                                      sample.state))
                 while len(pending) > staleness:

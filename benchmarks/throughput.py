@@ -191,7 +191,7 @@ def model_step_alone(streams: int, seconds: float = 5.0) -> dict:
     the positive step and the negatives of the wake/sleep rhythm, on one thread."""
     import torch
 
-    from ffcore.online import OnlineLearner, negative_gradient, negative_labels
+    from ffcore.online import OnlineLearner, negative_gradient
     from service import model as model_io
     from service.settings import Settings
 
@@ -213,7 +213,7 @@ def model_step_alone(streams: int, seconds: float = 5.0) -> dict:
             sample = learner.take_replay()
             wake_s += time.perf_counter() - t
             t = time.perf_counter()
-            g = negative_gradient(model, sample.frames, negative_labels(model, sample.frames, sample.labels, gen),
+            g = negative_gradient(model, sample.frames, model.negative_labels(sample.frames, sample.labels, gen),
                                   settings.sleep_iterations, sample.state)
             sleep_s += time.perf_counter() - t
             learner.apply(g)

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from ffcore.backprop import BackpropMLP
 from ffcore.mlp import FFMLP, MLPConfig
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
+from ffcore.serial import metadata
 
 FORMAT = "ffcore-checkpoint"
 FORMAT_VERSION = 1
@@ -87,8 +88,7 @@ def _read_snapshot(data: bytes) -> tuple[dict, str, dict]:
 
     try:
         tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+        meta = metadata(data)
     except Exception as e:  # safetensors raises its own error types for malformed bytes
         raise ValueError(f"not a model snapshot: {e}") from e
     kind = meta.get("kind")

@@ -22,16 +22,14 @@ fraction of each pre-activation's loss derivative for any widths.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import torch
 from safetensors.torch import save as st_save
 
-from ffcore.goodness import goodness_sign
-from ffcore.negatives import wrong_labels_hard, wrong_labels_uniform
+from ffcore.goodness import goodness, goodness_sign
 from ffcore.recurrent import RecurrentFF
-from ffcore.serial import load_tensors
+from ffcore.serial import load_tensors, metadata
 from ffcore.state import RecurrentState
 
 
@@ -131,17 +129,11 @@ class FFGradient:
         tensors = load_tensors(data, "FF gradient",
                                lambda k: {f"{i}.{part}" for i in range(k // 2) for part in ("weight", "bias")})
         n = len(tensors) // 2
-        count = _metadata(data).get("count", "0")
+        count = metadata(data).get("count", "0")
         if not count.isdigit():
             raise ValueError(f"a serialized gradient's count must be a whole number, got {count!r}")
         return cls([tensors[f"{i}.weight"].to(device) for i in range(n)],
                    [tensors[f"{i}.bias"].to(device) for i in range(n)], int(count))
-
-
-def _metadata(data: bytes) -> dict:
-    """The ``__metadata__`` of safetensors bytes (its header is 8 bytes of length, then JSON)."""
-    size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8 : 8 + size]).get("__metadata__", {}) or {}
 
 
 def _activation_derivative(kind: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,7 +176,6 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
     """One damped synchronous iteration; adds the phase's gradient of the frames in ``mask``
     (all if None) to ``grad`` (if given). Returns (new state, goodness (B, L))."""
     ys, new, good = state.activities, [], []
-    kind = model.config.layer.goodness
     for i, layer in enumerate(model.layers):
         x_norm = layer.normalized_input(model._inputs(frames, top, ys, i))
         z = layer.linear(x_norm)
@@ -196,7 +187,7 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
             elif mask.any():
                 grad.add_(i, dz[mask], x_norm[mask])
         new.append(model._damp(ys[i], y))
-        good.append(goodness_sign(kind) * (y.square().sum(1) if kind.endswith("ssq") else y.abs().sum(1)))
+        good.append(goodness(y, layer.config.goodness))
     return RecurrentState(new), torch.stack(good, dim=1)
 
 
@@ -383,14 +374,6 @@ class OnlineLearner:
                 if buf.shape != p.shape:
                     raise ValueError(f"momentum.{i} has shape {tuple(buf.shape)}, the weight {tuple(p.shape)}")
                 self.optimizer.state[p]["momentum_buffer"] = buf.to(p)
-
-
-def negative_labels(model: RecurrentFF, frames: torch.Tensor, labels: torch.Tensor, generator=None) -> torch.Tensor:
-    """Wrong labels for the negative phase: drawn from the model's own predictions ("hard") or
-    uniformly, as the model's config says."""
-    if model.config.negatives == "hard":
-        return wrong_labels_hard(model.predict_fast(frames), labels, generator)
-    return wrong_labels_uniform(labels, model.config.num_classes, generator)
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@ never pickle, and a ValueError naming the kind for anything malformed."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import torch
@@ -20,3 +21,9 @@ def load_tensors(data: bytes, what: str, expected: Callable[[int], set[str]]) ->
     if set(tensors) != expected:
         raise ValueError(f"a serialized {what} holds {sorted(expected)}, got {sorted(tensors)}")
     return tensors
+
+
+def metadata(data: bytes) -> dict:
+    """The ``__metadata__`` strings of safetensors bytes (the header: 8 bytes of length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + size]).get("__metadata__", {}) or {}

@@ -17,7 +17,7 @@ import torch
 
 from ffcore.checkpoint import from_bytes, load_bytes_into, to_bytes
 from ffcore.negatives import hybrid_images
-from ffcore.online import ReplaySample, negative_gradient, negative_labels
+from ffcore.online import ReplaySample, negative_gradient
 from service import model as model_io
 from service.keys import Keys
 from service.metrics import SleepMetrics, serve
@@ -68,7 +68,7 @@ class SleepWorker:
         model = model_io.build(self.settings)
         frames = torch.rand(2, self.settings.input_dim)
         labels = torch.zeros(2, dtype=torch.long)
-        wrong = negative_labels(model, frames, labels, torch.Generator().manual_seed(0))
+        wrong = model.negative_labels(frames, labels, torch.Generator().manual_seed(0))
         state = model.initial_state(frames)
         self.measure_goodness(model, frames, labels, frames, wrong, state)
         ReplaySample(frames, labels, state).to_bytes()
@@ -137,7 +137,7 @@ class SleepWorker:
             negatives = hybrid_images(frames, self.settings.image_shape, generator=self.generator)
         else:
             positive_labels = labels
-            wrong = negative_labels(model, frames, labels, self.generator)
+            wrong = model.negative_labels(frames, labels, self.generator)
             negatives = frames
         if time.monotonic() - self._measured >= 1.0:  # a gauge: once a second is enough
             self._measured = time.monotonic()

@@ -7,8 +7,7 @@ import torch
 
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.layers import LayerConfig
-from ffcore.online import (FFGradient, OnlineConfig, OnlineLearner, ReplaySample, negative_gradient,
-                           negative_labels)
+from ffcore.online import FFGradient, OnlineConfig, OnlineLearner, ReplaySample, negative_gradient
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 
 
@@ -107,14 +106,14 @@ def test_wake_sleep_rhythm_with_a_window_of_one_step_equals_the_interleaved_upda
         out = here.learn_step(x, labels, state_a)
         here.apply(here.take_positive())
         sample = here.take_replay()
-        here.apply(negative_gradient(here.model, x, negative_labels(here.model, x, labels, gen_a), 2, sample.state))
+        here.apply(negative_gradient(here.model, x, here.model.negative_labels(x, labels, gen_a), 2, sample.state))
         state_a = out.state
 
         out = apart.learn_step(x, labels, state_b)
         apart.apply(apart.take_positive())
         snapshot = from_bytes(to_bytes(apart.model))  # what the sleep worker loads
         sample = ReplaySample.from_bytes(apart.take_replay().to_bytes())
-        wrong = negative_labels(snapshot, sample.frames, sample.labels, gen_b)
+        wrong = snapshot.negative_labels(sample.frames, sample.labels, gen_b)
         grad = FFGradient.from_bytes(negative_gradient(snapshot, sample.frames, wrong, 2, sample.state).to_bytes())
         apart.apply(grad)
         state_b = out.state
