@@ -38,7 +38,7 @@ class OnlineConfig:
     """How the online learner updates the FF layers (the readout keeps its own optimizer)."""
 
     lr: float = 1.0  # normalized step (see the module docstring); 1.0 measured best on 4 MNIST variants
-    momentum: float = 0.0  # measured worse at equal effective step (docs/RESULTS.md)
+    momentum: float = 0.0  # the service's default; not found to help in tuning
     weight_decay: float = 0.0
     freeze: bool = False  # FF layers fixed: only the readout learns (the control of every claim)
     unsupervised: bool = False  # every frame learns with the neutral label on top

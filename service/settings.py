@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     # a window of frames (across streams) and applied as one step; the sleep worker then computes
     # the negative phase on the weights that include that step and the wake worker applies it
     # before the next positive step (positive and negative alternate, staleness 0: separating
-    # them by even one step made learning collapse, measured in docs/RESULTS.md).
+    # them by one step was worse on every data set measured, docs/RESULTS.md).
     # The step is normalized by each layer's input width, so learning_rate is the fraction of
     # each pre-activation's loss derivative taken per step, whatever the widths.
     learning_rate: float = Field(1.0, gt=0, le=100.0, description="normalized FF step (both phases)")

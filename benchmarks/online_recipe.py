@@ -1,0 +1,77 @@
+"""Why the service's learning defaults are what they are: the in-process wake/sleep rhythm of
+``benchmarks/online_learning.py`` (default settings) with one setting changed at a time, on MNIST
+and on three variants of different statistics (inverted 1 - x, low contrast 0.45 + 0.1 x, sparse
+x > 0.7), each beside its frozen control, one pass, 2 frames per image, 16 streams.
+
+    python benchmarks/online_recipe.py --data-dir ../shared/data/mnist --images 20000 --out docs/online_recipe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ffcore.data.datasets import load_dataset
+from ffcore.experiment import hardware
+
+os.environ.setdefault("FFS_INPUT_DIM", "784")
+
+VARIANTS = {
+    "mnist": lambda x: x,
+    "inverted": lambda x: 1 - x,
+    "low-contrast": lambda x: 0.45 + 0.1 * x,
+    "sparse": lambda x: x * (x > 0.7),
+}
+# (name, settings changed, staleness)
+CONDITIONS = [
+    ("defaults", {}, 0),
+    ("FF frozen (control)", {"freeze": True}, 0),
+    ("learning rate 0.3", {"learning_rate": 0.3}, 0),
+    ("learning rate 3", {"learning_rate": 3.0}, 0),
+    ("no input centering", {"center_input": False}, 0),
+    ("negatives 1 step late", {}, 1),
+    ("negatives 2 steps late", {}, 2),
+    ("readout not averaged", {"readout_average": 0}, 0),
+    ("logistic temperature 0.25", {"temperature": 0.25}, 0),
+]
+
+
+def main() -> None:
+    from online_learning import ff_online  # noqa: E402  (benchmarks/ is the script's folder)
+
+    from service.settings import Settings
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, required=True)
+    ap.add_argument("--images", type=int, default=20_000)
+    ap.add_argument("--test-size", type=int, default=5_000)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--out", type=Path, default=Path("docs/online_recipe.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    data = load_dataset("mnist", args.data_dir)
+    base = Settings()
+    results: dict[str, dict[str, float]] = {}
+    for variant in args.variants:
+        f = VARIANTS[variant]
+        x, y = f(data.train_x[: args.images]), data.train_y[: args.images]
+        x_test, y_test = f(data.test_x[: args.test_size]), data.test_y[: args.test_size]
+        for name, changes, staleness in CONDITIONS:
+            settings = base.model_copy(update=changes)
+            r = ff_online(settings, x, y, x_test, y_test, streams=16, repeat=2, window=settings.wake_window,
+                          staleness=staleness, seed=0)
+            results.setdefault(variant, {})[name] = r["test_error"]
+            print(f"{variant:13s} {name:28s} test error {100 * r['test_error']:6.2f}%", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
+                                    "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
