@@ -63,8 +63,8 @@ def test_posted_frames_are_learned_online_by_the_real_system(system):
 
 
 def _learn_and_test(up, noise: float) -> float:
-    """Three paced camera streams of 800 frames each; the held-out error of /v1/predict."""
-    videos = [synthetic_video(800, seed=20 + s, noise=noise) for s in range(3)]
+    """Three paced camera streams of 1,600 frames each; the held-out error of /v1/predict."""
+    videos = [synthetic_video(1600, seed=20 + s, noise=noise) for s in range(3)]
     stream_videos(up.client, videos, Console(file=io.StringIO()), chunk=10, stream_prefix="n")
     x_test, y_test = synthetic_video(1000, seed=998, noise=noise)
     return 1.0 - held_out_accuracy(up.client, x_test, y_test)
@@ -79,9 +79,9 @@ def test_ff_learning_beats_the_same_service_with_frozen_ff_layers(tmp_path):
             model = up.client.get("/v1/model").json()
             assert (model["negatives_applied"] > 0) == (freeze == "false")  # frozen: the sleep worker idles
     print(f"held-out error: FF learning {errors['false']:.3f}, frozen FF layers {errors['true']:.3f}")
-    # measured: 0.146-0.169 with FF learning vs 0.176-0.183 frozen (seeded; the FF figure moves
+    # measured: 0.080-0.098 with FF learning vs 0.151-0.160 frozen (seeded; the FF figure moves
     # with how the frames fall into windows)
-    assert errors["false"] < 0.95 * errors["true"], errors
+    assert errors["false"] < 0.8 * errors["true"], errors
 
 
 def test_replay_streams_an_idx_dataset_and_reports_accuracy_over_time(tmp_path):
