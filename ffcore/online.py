@@ -191,6 +191,27 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
     return RecurrentState(new), torch.stack(good, dim=1)
 
 
+def normalized_step(layers, optimizer: torch.optim.Optimizer, grads: list[FFGradient], scale: float = 1.0) -> None:
+    """The one update rule of both phases: a step of ``optimizer`` (over the layers' weights and
+    biases) down the sum of each gradient's *mean* over its frames, normalized by each layer's
+    input width. Several gradients in one call are one step on their combined direction (the
+    positive and negative phases of the same update, paper figure 5's curve (b))."""
+    grads = [g for g in grads if g.count]
+    if not grads:
+        return
+    for i, layer in enumerate(layers):
+        # Normalized step: the layer's input is RMS-normalized, so |[x, 1]|^2 = D + 1 for every
+        # frame; dividing by it makes a step change a pre-activation by lr times its own loss
+        # derivative, whatever the width of the layer below.
+        width = layer.linear.weight.shape[1] + 1
+        layer.linear.weight.grad = sum(g.weights[i].to(layer.linear.weight) * (scale / (g.count * width))
+                                       for g in grads)
+        layer.linear.bias.grad = sum(g.biases[i].to(layer.linear.bias) * (scale / (g.count * width))
+                                     for g in grads)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 @dataclass
 class ReplaySample:
     """Frames a positive step learned from, with their labels and the state each frame's stream
@@ -337,15 +358,7 @@ class OnlineLearner:
         Frozen: nothing changes, bit for bit."""
         if self.config.freeze or grad.count == 0:
             return
-        for layer, w, b in zip(self.model.layers, grad.weights, grad.biases):
-            # Normalized step: the layer's input is RMS-normalized, so |[x, 1]|^2 = D + 1 for every
-            # frame; dividing by it makes a step change a pre-activation by lr times its own loss
-            # derivative, whatever the width of the layer below.
-            factor = scale / (grad.count * (layer.linear.weight.shape[1] + 1))
-            layer.linear.weight.grad = w.to(layer.linear.weight) * factor
-            layer.linear.bias.grad = b.to(layer.linear.bias) * factor
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        normalized_step(self.model.layers, self.optimizer, [grad], scale)
 
     @torch.no_grad()
     def step_ratio(self, grad: FFGradient, scale: float = 1.0) -> list[float]:

@@ -61,6 +61,9 @@ def decode_frames(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     off = HEADER.size
     labels = np.frombuffer(body, "<i4", n, off).astype(np.int64)
     seqs = np.frombuffer(body, "<i8", n, off + 4 * n).astype(np.int64)
+    bad = np.nonzero(seqs < -1)[0]
+    if len(bad):  # as in JSON: a seq is >= 0, or absent (-1); -2 must not mean "none" by accident
+        raise FrameDecodeError(f"frame {int(bad[0])} has seq {int(seqs[bad[0]])}; seqs are >= 0, or -1 for none")
     data = np.frombuffer(body, DTYPES[dtype], n * dim, off + 12 * n).reshape(n, dim)
     frames = data.astype(np.float32) / 255.0 if dtype == 2 else data.astype(np.float32)
     return frames, labels, seqs

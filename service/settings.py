@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     sleep_metrics_port: int = Field(9102, ge=0, le=65535, description="the sleep worker's /metrics; 0: off")
     max_frames_per_request: int = Field(256, ge=1, le=100_000)
     max_body_bytes: int = Field(8 * 2**20, ge=1024)
+    # predict: frames per request (its body is refused beyond ~32 bytes per value, before reading)
+    max_predict_frames: int = Field(256, ge=1, le=100_000)
 
     # --- the model (a recurrent FF net; see ffcore.recurrent) ---
     # supervised: positive updates with the true label on top, negatives with wrong labels.

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 STREAM_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+# Request bodies: numbers must be JSON numbers (no true for 1, no "7"), finite, and integers bounded,
+# so every value the API accepts fits the types it is stored as.
+STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+I32_MAX, I64_MAX = 2**31 - 1, 2**63 - 1
 
 
 class FrameIn(BaseModel):
-    data: list[float] = Field(description="the frame, flattened: exactly input_dim values")
-    label: int | None = Field(None, description="class in [0, num_classes), or null when unknown")
-    seq: int | None = Field(None, ge=0, description="the client's sequence number, increasing within the stream: "
+    model_config = STRICT
+    data: list[float] = Field(description="the frame, flattened: exactly input_dim finite numbers")
+    label: int | None = Field(None, ge=-I32_MAX - 1, le=I32_MAX, description="class in [0, num_classes), or null (or -1) when unknown")
+    seq: int | None = Field(None, ge=0, le=I64_MAX, description="the client's sequence number, increasing within the stream: "
                             "a frame whose seq is not above the last one learned is a resend, skipped once "
                             "(counted as a duplicate); send it to retry safely after an ambiguous failure")
 
 
 class FramesIn(BaseModel):
+    model_config = STRICT
     frames: list[FrameIn] = Field(min_length=1)
 
 
@@ -27,6 +33,7 @@ class FramesAccepted(BaseModel):
 
 
 class PredictIn(BaseModel):
+    model_config = STRICT
     frames: list[list[float]] = Field(min_length=1)
     stream_id: str | None = Field(None, pattern=STREAM_ID_PATTERN,
                                   description="use this stream's recurrent context (it is not changed)")

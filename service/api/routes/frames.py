@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
-from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
+from service.api.bodies import BINARY_TYPE, JSON_TYPE, Rejected, media_type, parse_json, read_body
 from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import STREAM_ID_PATTERN, FramesAccepted, FramesIn, errors
 from service.api.security import API_KEY_HEADER, check_key
@@ -18,51 +16,15 @@ from service.redis_io import enqueue_frames, queue_lag
 from service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["frames"])
-BINARY_TYPE = "application/x-ffs-frames"
-
-
-class Rejected(HTTPException):
-    """A refused ingest request: the HTTP answer plus a bounded reason for the metrics."""
-
-    def __init__(self, status: int, reason: str, detail, frames: int = 0, retry_after: int | None = None,
-                 headers: dict | None = None):
-        headers = {**(headers or {}), **({"Retry-After": str(retry_after)} if retry_after else {})}
-        super().__init__(status, detail, headers or None)
-        self.reason = reason
-        self.frames = frames  # frames decoded before the refusal (counted as received)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise Rejected(413, "body_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nothing was accepted; the client is gone and sees no answer
-        raise Rejected(400, "bad_body", "the client disconnected before the body was complete") from None
-    return b"".join(chunks)
-
-
-def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def parse_frames(body: bytes, content_type: str | None, settings: Settings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode and validate a JSON or binary body into (frames (n, D) float32, labels (n,), seqs (n,))."""
-    if content_type.startswith(BINARY_TYPE):
+    if media_type(content_type, (JSON_TYPE, BINARY_TYPE)) == BINARY_TYPE:
         try:
             frames, labels, seqs = decode_frames(body)
         except FrameDecodeError as e:
             raise Rejected(400, "bad_body", f"binary body: {e}") from e
-    elif content_type.startswith("application/json") or not content_type:
-        try:
-            parsed = FramesIn.model_validate(json.loads(body))
-        except json.JSONDecodeError as e:
-            raise Rejected(400, "bad_body", f"body is not valid JSON: {e}") from e
-        except ValidationError as e:
-            raise Rejected(422, "bad_body", e.errors(include_url=False, include_context=False)) from e
+    else:
+        parsed = parse_json(FramesIn, body)
         n = len(parsed.frames)
         if n > settings.max_frames_per_request:
             raise Rejected(413, "too_many_frames", f"{n} frames in one request; the limit is {settings.max_frames_per_request}",
@@ -75,8 +37,6 @@ def parse_frames(body: bytes, content_type: str, settings: Settings) -> tuple[np
         frames = np.asarray([f.data for f in parsed.frames], dtype=np.float64)
         labels = np.asarray([-1 if f.label is None else f.label for f in parsed.frames], dtype=np.int64)
         seqs = np.asarray([-1 if f.seq is None else f.seq for f in parsed.frames], dtype=np.int64)
-    else:
-        raise Rejected(415, "unsupported_media_type", f"content type {content_type!r}: send application/json or {BINARY_TYPE}")
     n = len(frames)
     if n > settings.max_frames_per_request:
         raise Rejected(413, "too_many_frames", f"{n} frames in one request; the limit is {settings.max_frames_per_request}",

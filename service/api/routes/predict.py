@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ffcore.checkpoint import from_bytes
 from ffcore.state import RecurrentState
+from service.api.bodies import JSON_TYPE, media_type, parse_json, read_body
 from service.api.deps import KeysDep, RedisDep, SettingsDep
 from service.api.schemas import PredictIn, Prediction, PredictOut, errors
 from service.api.security import API_KEY_HEADER, require_key_for_predict
@@ -49,14 +50,23 @@ def _predict(model, frames: np.ndarray, state: RecurrentState | None, method: st
             for p, g in zip(probs, goodness)]
 
 
-@router.post("/predict", response_model=PredictOut, responses=errors(400, 401, 403, 404, 413, 422, 503),
-             dependencies=[Depends(require_key_for_predict), Security(API_KEY_HEADER)])
-async def predict(body: PredictIn, request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
+def predict_body_limit(settings) -> int:
+    """Bytes a predict body may have: its frame limit at a generous 32 characters per value."""
+    return min(settings.max_body_bytes, 4096 + settings.max_predict_frames * settings.input_dim * 32)
+
+
+@router.post("/predict", response_model=PredictOut, responses=errors(400, 401, 403, 404, 413, 415, 422, 503),
+             dependencies=[Depends(require_key_for_predict), Security(API_KEY_HEADER)],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 JSON_TYPE: {"schema": PredictIn.model_json_schema()}}}})
+async def predict(request: Request, settings: SettingsDep, redis: RedisDep, keys: KeysDep) -> PredictOut:
     """Labels from the softmax readout (default, fast) or from the paper's goodness classifier
     (``method: goodness``: each label clamped on top, goodness averaged over iterations 3-5); the
     readout's probabilities come with either, the goodness per label with the second."""
-    if len(body.frames) > settings.max_frames_per_request:
-        raise HTTPException(413, f"{len(body.frames)} frames; the limit is {settings.max_frames_per_request}")
+    media_type(request.headers.get("content-type"), (JSON_TYPE,))
+    body = parse_json(PredictIn, await read_body(request, predict_body_limit(settings)))
+    if len(body.frames) > settings.max_predict_frames:
+        raise HTTPException(413, f"{len(body.frames)} frames; predict takes at most {settings.max_predict_frames}")
     bad = [i for i, f in enumerate(body.frames) if len(f) != settings.input_dim]
     if bad:
         raise HTTPException(422, f"frame {bad[0]} has {len(body.frames[bad[0]])} values; "
