@@ -54,8 +54,8 @@ class Keys:
         return f"{self.prefix}:stream:{stream_id}"
 
     @property
-    def streams(self) -> str:  # set of every stream id accepted (the stream limit counts it)
-        return f"{self.prefix}:streams"
+    def streams(self) -> str:  # sorted set: stream id -> Unix time of its last accepted request
+        return f"{self.prefix}:streams:active"  # (the stream limit counts those not idle)
 
     def stream_rate(self, stream_id: str, second: int) -> str:  # frames of a stream in one second
         return f"{self.prefix}:rate:{stream_id}:{second}"

@@ -29,8 +29,13 @@ def sync_client(settings: Settings) -> redis.Redis:
 
 
 def async_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(_url(settings), socket_timeout=settings.redis_socket_timeout_s,
-                                   socket_connect_timeout=2.0, health_check_interval=30)
+    """The API's client: a pool of at most ``redis_max_connections`` in which a request waits up
+    to ``redis_pool_timeout_s`` for a free connection (a burst of requests queues instead of
+    failing with "Too many connections")."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        _url(settings), max_connections=settings.redis_max_connections, timeout=settings.redis_pool_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s, socket_connect_timeout=2.0, health_check_interval=30)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes its pool
 
 
 @dataclass

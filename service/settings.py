@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     # --- Redis: unset means "start a private redis-server" (ffstream up) ---
     redis_url: str | None = Field(None, description="redis://host:port/db; unset: embedded private redis-server")
     redis_socket_timeout_s: float = Field(10.0, gt=0, description="must exceed every blocking read below")
+    redis_max_connections: int = Field(64, ge=2, description="the API's pool (per API worker): requests beyond it wait")
+    redis_pool_timeout_s: float = Field(5.0, gt=0, description="how long a request waits for a pooled connection (then 503)")
     key_prefix: str = Field("ffs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -24,7 +26,7 @@ class Settings(BaseSettings):
     # Empty: no keys, which is safe only on loopback (the default host).
     api_keys: list[SecretStr] = Field(default_factory=list)
     predict_requires_key: bool = False
-    max_streams: int = Field(10_000, ge=1, description="distinct stream ids accepted (429 beyond)")
+    max_streams: int = Field(10_000, ge=1, description="active streams (429 beyond); a stream stops counting after stream_idle_s without frames")
     max_stream_fps: float = Field(1000.0, gt=0, description="frames per second per stream (429 beyond)")
     max_queue_lag_frames: int = Field(100_000, ge=1, description="ingest answers 503 while the lag is above this")
     host: str = "127.0.0.1"

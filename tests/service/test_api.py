@@ -1,6 +1,7 @@
 """The HTTP API against a real redis-server (requests go through the real ASGI app)."""
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -244,14 +245,39 @@ def test_stream_count_and_per_stream_rate_limits_answer_429(settings, sync_redis
         assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)] * 4}).status_code == 202
         assert c.post("/v1/streams/b/frames", json={"frames": [_frame(settings)]}).status_code == 202
         r = c.post("/v1/streams/c/frames", json={"frames": [_frame(settings)]})
-        assert r.status_code == 429 and "2 streams" in r.json()["detail"]
+        assert r.status_code == 429 and "2 active streams" in r.json()["detail"]
         assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]}).status_code in (202, 429)
         r = c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)] * 4})
         assert r.status_code == 429 and r.headers["retry-after"] == "1" and "frames/s" in r.json()["detail"]
         m = _samples(c.get("/metrics").text)
         assert m[("ffstream_ingest_requests_rejected_total", (("reason", "too_many_streams"),))] == 1
         assert m[("ffstream_ingest_requests_rejected_total", (("reason", "rate_limited"),))] >= 1
-    assert sync_redis.scard(f"{settings.key_prefix}:streams") == 2
+    assert sync_redis.zcard(f"{settings.key_prefix}:streams:active") == 2
+
+
+def test_an_idle_stream_frees_its_place_under_the_stream_limit(settings, sync_redis):
+    with _client_with(settings, max_streams=2, stream_idle_s=0.5) as c:
+        for s in ("a", "b"):
+            assert c.post(f"/v1/streams/{s}/frames", json={"frames": [_frame(settings)]}).status_code == 202
+        assert c.post("/v1/streams/c/frames", json={"frames": [_frame(settings)]}).status_code == 429
+        time.sleep(0.6)  # a and b are now idle: their ids no longer count
+        assert c.post("/v1/streams/c/frames", json={"frames": [_frame(settings)]}).status_code == 202
+        assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]}).status_code == 202
+        assert c.post("/v1/streams/b/frames", json={"frames": [_frame(settings)]}).status_code == 429
+    assert sorted(sync_redis.zrange(f"{settings.key_prefix}:streams:active", 0, -1)) == [b"a", b"c"]
+
+
+def test_the_stream_limit_is_exact_under_concurrent_new_streams(settings):
+    import concurrent.futures
+
+    import httpx
+    from tests.service.up import serve_app
+
+    with serve_app(settings.model_copy(update={"max_streams": 5})) as base, httpx.Client(base_url=base) as c, \
+            concurrent.futures.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda i: c.post(f"/v1/streams/n{i}/frames",
+                                               json={"frames": [_frame(settings)]}).status_code, range(40)))
+    assert codes.count(202) == 5 and codes.count(429) == 35
 
 
 def test_ingest_answers_503_with_retry_after_when_the_learner_is_too_far_behind(settings, sync_redis):
@@ -263,3 +289,18 @@ def test_ingest_answers_503_with_retry_after_when_the_learner_is_too_far_behind(
     sync_redis.hset(f"{settings.key_prefix}:model", "frames_applied", 1000)
     with _client_with(settings, max_queue_lag_frames=500) as c:
         assert c.post("/v1/streams/a/frames", json={"frames": [_frame(settings)]}).status_code == 202
+
+
+def test_a_burst_larger_than_the_redis_pool_waits_for_connections_instead_of_failing(settings):
+    import concurrent.futures
+
+    import httpx
+    from tests.service.up import serve_app
+
+    small = settings.model_copy(update={"redis_max_connections": 3, "max_stream_fps": 1e6})
+    with serve_app(small) as base, httpx.Client(base_url=base, timeout=30,
+                                                limits=httpx.Limits(max_connections=64)) as c, \
+            concurrent.futures.ThreadPoolExecutor(48) as pool:
+        codes = list(pool.map(lambda i: c.post(f"/v1/streams/s{i % 8}/frames",
+                                               json={"frames": [_frame(settings)]}).status_code, range(240)))
+    assert codes == [202] * 240

@@ -52,3 +52,30 @@ def ffstream_up(checkpoint_dir: Path, **env_overrides: str):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextmanager
+def serve_app(settings):
+    """The API alone (``settings``) served by uvicorn over real loopback HTTP in a thread; yields
+    its base URL. For concurrency that an in-process test client would serialize."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from service.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

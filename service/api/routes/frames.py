@@ -65,27 +65,43 @@ async def authorize(request: Request) -> None:
         raise Rejected(e.status_code, reason, e.detail, headers=e.headers) from None
 
 
-async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str) -> int:
+# Atomically: forget streams idle longer than the wake worker keeps them, then admit the stream
+# if it is active or there is room, marking it seen now. Returns -1 when admitted, else the count.
+_CLAIM_STREAM = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+  return -1
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, now: float) -> int:
     """Refuse before reading the body when the queue is too far behind (503), the stream would be
-    one too many (429), or the stream has used its frames for this second (429). Returns the
-    frames this stream already sent in the current second. Concurrent requests of one stream
-    can pass the rate limit together by up to one request each."""
-    pipe = redis.pipeline(transaction=False)
+    one active stream too many (429), or the stream has used its frames for this second (429).
+    Returns the frames this stream already sent in the current second. A stream counts as active
+    until it has sent nothing for ``stream_idle_s`` (the wake worker's eviction rule); then its
+    id is free again. Concurrent requests of one stream can pass the rate limit together by up to
+    one request each; the stream count is exact (claimed atomically)."""
+    pipe = redis.pipeline(transaction=False)  # one round trip; a refused request still marks its stream seen
     pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate"])
-    pipe.sismember(keys.streams, stream_id)
-    pipe.scard(keys.streams)
     pipe.get(rate_key)
-    (received, applied, duplicate), known, count, used = await pipe.execute()
+    pipe.eval(_CLAIM_STREAM, 1, keys.streams, repr(now), repr(now - settings.stream_idle_s),
+              settings.max_streams, stream_id)
+    (received, applied, duplicate), used, count = await pipe.execute()
     lag = queue_lag(received, applied, duplicate)
     if lag >= settings.max_queue_lag_frames:
         raise Rejected(503, "backpressure", f"the learner is {lag} frames behind (limit "
                        f"{settings.max_queue_lag_frames}): retry later", retry_after=2)
-    if not known and count >= settings.max_streams:
-        raise Rejected(429, "too_many_streams", f"the service already has {count} streams, its limit")
     used = int(used or 0)
     if used >= settings.max_stream_fps:
         raise Rejected(429, "rate_limited", f"stream {stream_id!r} sent {used} frames this second; the limit is "
                        f"{settings.max_stream_fps:g} frames/s", retry_after=1)
+    if count >= 0:
+        raise Rejected(429, "too_many_streams", f"the service already has {count} active streams, its limit "
+                       f"(a stream stops counting after {settings.stream_idle_s:g} s without frames)",
+                       retry_after=max(1, int(settings.stream_idle_s / 10)))
     return used
 
 
@@ -107,7 +123,7 @@ async def post_frames(
     now = time.time()
     rate_key = keys.stream_rate(stream_id, int(now))
     try:
-        used = await admit(redis, keys, settings, stream_id, rate_key)
+        used = await admit(redis, keys, settings, stream_id, rate_key, now)
         body = await read_body(request, settings.max_body_bytes)
         metrics.body_bytes.observe(len(body))
         frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
@@ -122,7 +138,7 @@ async def post_frames(
                        f"{settings.max_stream_fps:g} frames/s", frames=len(frames), retry_after=1)
     pipe = redis.pipeline(transaction=True)
     enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, now)
-    pipe.sadd(keys.streams, stream_id)
+    pipe.zadd(keys.streams, {stream_id: now})
     pipe.incrby(rate_key, len(frames))
     pipe.expire(rate_key, 2)
     results = await pipe.execute()
