@@ -43,6 +43,7 @@ class NextCharConfig:
     context: int = 10  # characters the hidden layers see
     hidden: int = 2000  # the paper's width; benchmarks state the width they ran
     depth: int = 3
+    optimizer: str = "sgd"  # FF layers: "sgd" (the service's) or "adam", both through normalized_step
     lr: float = 1.0  # FF layers: the online contract's normalized step
     momentum: float = 0.0  # 0: the offline regime's two steps equal the combined one but for staleness
     readout_lr: float = 0.05  # softmax: Adam on the full-batch cross-entropy
@@ -54,6 +55,8 @@ class NextCharConfig:
             raise ValueError(f"context, hidden and depth must be >= 1; got {self.context}, {self.hidden}, {self.depth}")
         if not (self.lr > 0 and self.readout_lr > 0):
             raise ValueError(f"learning rates must be > 0; got lr={self.lr}, readout_lr={self.readout_lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
@@ -74,7 +77,8 @@ class NextCharFF(nn.Module):
         nn.init.zeros_(self.readout.weight)
         nn.init.zeros_(self.readout.bias)
         params = [p for layer in self.layers for p in layer.linear.parameters()]
-        self.ff_optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+        self.ff_optimizer = (torch.optim.Adam(params, lr=config.lr) if config.optimizer == "adam" else
+                             torch.optim.SGD(params, lr=config.lr, momentum=config.momentum))
         self.readout_optimizer = torch.optim.Adam(self.readout.parameters(), lr=config.readout_lr)
 
     def one_hot(self, windows: torch.Tensor) -> torch.Tensor:

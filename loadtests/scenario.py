@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     args = parser.parse_args()
 
-    from service.cli import System
+    from service.system import System
     from service.demo import wait_ready
     from service.embedded import free_port
     from service.settings import Settings

@@ -6,8 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,6 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="ffstream: online Forward-Forward learning.")
 console = Console(stderr=True)
-ROLES = ("api", "wake", "sleep")
 
 
 def _settings():
@@ -92,64 +89,13 @@ def sleep():
     main(settings)
 
 
-def _die_with_parent() -> None:
-    """In a child: ask Linux to SIGTERM this process when its parent dies (even by SIGKILL),
-    so a killed `ffstream up` never leaves orphaned workers behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class System:
-    """The embedded system: a private redis-server (unless FFS_REDIS_URL is set) and the three
-    roles as child processes. Stopping it stops them all, wake last so it can checkpoint."""
-
-    def __init__(self, settings, env: dict | None = None):
-        self.settings = settings
-        self.extra_env = env or {}
-        self.redis = None
-        self.children: dict[str, subprocess.Popen] = {}
-
-    def start(self) -> System:
-        from service.embedded import EmbeddedRedis
-
-        env = {**os.environ, **self.extra_env}
-        # OpenMP reads its thread count when torch loads: the children start with the budget.
-        env.setdefault("OMP_NUM_THREADS", str(self.settings.torch_threads))
-        if self.settings.redis_url is None:
-            self.redis = EmbeddedRedis(Path(self.settings.checkpoint_dir) / "redis").start()
-            env["FFS_REDIS_URL"] = self.redis.url
-        for role in ROLES:
-            self.children[role] = subprocess.Popen([sys.executable, "-m", "service.cli", role], env=env,
-                                                   preexec_fn=_die_with_parent)
-        return self
-
-    def failed(self) -> str | None:
-        for role, p in self.children.items():
-            if p.poll() is not None:
-                return f"{role} exited with status {p.returncode}"
-        return None
-
-    def stop(self) -> None:
-        for role in ("api", "sleep", "wake"):
-            p = self.children.get(role)
-            if p and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-        if self.redis:
-            self.redis.stop()
-
-
 @app.command()
 def up():
     """Start everything: a private redis-server when FFS_REDIS_URL is unset, then api, wake, sleep.
-    Ctrl-C or SIGTERM stops them all cleanly."""
+    A process that dies is restarted with backoff; if one keeps dying, everything stops and the
+    exit status is 1. Ctrl-C or SIGTERM stops them all cleanly (status 0)."""
+    from service.system import GaveUp, System
+
     settings = _settings()
     _logging(settings.log_level)
     stopping = False
@@ -167,16 +113,21 @@ def up():
         raise typer.Exit(2) from None
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"ffstream up: API {base}  docs {base}/docs  metrics {base}/metrics  (Ctrl-C stops)")
+    code = 0
     try:
         while not stopping:
-            problem = system.failed()
-            if problem:
-                console.print(f"[bold red]error:[/] {problem}; stopping")
+            try:
+                for event in system.supervise():
+                    console.print(f"[yellow]warning:[/] {event}", highlight=False, soft_wrap=True)
+            except GaveUp as e:
+                console.print(f"[bold red]error:[/] {e}; stopping", highlight=False, soft_wrap=True)
+                code = 1
                 break
             time.sleep(0.2)
     finally:
         system.stop()
     console.print("ffstream stopped")
+    raise typer.Exit(code)
 
 
 @app.command()

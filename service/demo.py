@@ -54,7 +54,7 @@ def synthetic_video(n: int, seed: int, noise: float = 0.15) -> tuple[np.ndarray,
 def running_system(settings: Settings, console: Console):
     """An HTTP client to the service at FFS_HOST:FFS_PORT, starting the embedded system (and
     stopping it afterwards) when nothing answers there."""
-    from service.cli import System
+    from service.system import System
 
     client = httpx.Client(base_url=f"http://{settings.host}:{settings.port}", timeout=60)
     system = None

@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(10.0, gt=0, description="must exceed every blocking read below")
     redis_max_connections: int = Field(64, ge=2, description="the API's pool (per API worker): requests beyond it wait")
     redis_pool_timeout_s: float = Field(5.0, gt=0, description="how long a request waits for a pooled connection (then 503)")
+
+    # --- ffstream up: a dead child (or the private redis-server) is restarted with backoff ---
+    restart_limit: int = Field(5, ge=0, description="restarts of one process within restart_window_s before giving up")
+    restart_window_s: float = Field(60.0, gt=0)
+
     key_prefix: str = Field("ffs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -12,7 +12,6 @@ import logging
 import signal
 import time
 
-import numpy as np
 import torch
 
 from ffcore.checkpoint import from_bytes, load_bytes_into, to_bytes
