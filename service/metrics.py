@@ -30,6 +30,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BYTES_BUCKETS = tuple(2.0**k for k in range(8, 25, 2))  # 256 B .. 16 MiB
 REJECT_REASONS = ("body_too_large", "too_many_frames", "bad_body", "bad_shape", "non_finite", "bad_label",
                   "unsupported_media_type", "unauthorized", "forbidden", "rate_limited", "backpressure",
+                  "checkpoint_failing",
                   "too_many_streams", "redis_unavailable")
 
 
@@ -94,6 +95,8 @@ class WakeMetrics:
         self.snapshot_time = Gauge(f"{NS}_snapshot_timestamp_seconds", "Unix time of the latest snapshot", registry=r)
         self.checkpoint_time = Gauge(f"{NS}_checkpoint_timestamp_seconds", "Unix time of the latest checkpoint",
                                      registry=r)
+        self.checkpoint_failures = Counter(f"{NS}_checkpoint_failures", "Checkpoints the disk refused (retried "
+                                           "with backoff; frames stay unacknowledged until one succeeds)", registry=r)
         self.negatives_applied = Counter(f"{NS}_negative_updates_applied", "Negative updates from sleep applied",
                                          registry=r)
         self.negatives_rejected = Counter(f"{NS}_negative_updates_rejected", "Negative updates refused, by reason",

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_streams: int = Field(10_000, ge=1, description="active streams (429 beyond); a stream stops counting after stream_idle_s without frames")
     max_stream_fps: float = Field(1000.0, gt=0, description="frames per second per stream (429 beyond)")
     max_queue_lag_frames: int = Field(100_000, ge=1, description="ingest answers 503 while the lag is above this")
+    max_unacked_frames: int = Field(100_000, ge=1, description="while checkpoints fail, ingest answers 503 once "
+                                    "this many applied frames wait to be acknowledged")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (metrics merged across them)")

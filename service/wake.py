@@ -45,6 +45,7 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 CONSUMER = "wake-0"
+CHECKPOINT_RETRY_MAX_S = 60.0  # a failing checkpoint is retried after 1, 2, 4 ... seconds, at most this
 
 
 def _shape(config) -> tuple:
@@ -121,6 +122,9 @@ class WakeWorker:
         self._negatives_since_snapshot = 0
         self._last_snapshot = 0.0
         self._last_checkpoint = time.monotonic()
+        self.checkpoint_error: str | None = None  # why the last checkpoint failed; None once one succeeds
+        self._checkpoint_failures = 0
+        self._checkpoint_retry_at = 0.0
         self.metrics = WakeMetrics(len(self.model.layers))
         self._last_good = to_bytes(self.model)  # the last published weights (finite by construction)
         self._last_metrics = 0.0
@@ -176,27 +180,29 @@ class WakeWorker:
         self.metrics.checkpoint_time.set((folder / "progress.json").stat().st_mtime)
         log.info("resumed from %s at version %d, %d frames seen", folder, self.version, self.frames_seen)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> bool:
         """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
         replacing the LATEST pointer; then the frames it includes are acknowledged. Frames whose
-        positive gradient is still accumulated are applied first, so the weights include them."""
+        positive gradient is still accumulated are applied first, so the weights include them.
+
+        If the disk refuses (unwritable, full), nothing is acknowledged and nothing half-written
+        is left: the worker keeps learning, retries with backoff, and says why in Redis (for
+        /readyz, /v1/model and ingest's backpressure) and in a metric. Returns success."""
         self.positive_step()
         if not self.weights_finite():
             self.publish()  # goes back to the last good snapshot; only finite weights are kept
         name = f"ckpt-{time.time_ns()}"
         tmp = self.checkpoint_dir / f"{name}.tmp"
-        save_checkpoint(self.model, tmp / "model")
-        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
-                    "applied": self.applied, "last_ids": self.last_ids, "last_seqs": self.last_seqs,
-                    "duplicates": self.duplicates}
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        tmp.rename(self.checkpoint_dir / name)
-        pointer = self.checkpoint_dir / "LATEST.tmp"
-        pointer.write_text(name)
-        pointer.replace(self.checkpoint_dir / "LATEST")
-        for old in self.checkpoint_dir.glob("ckpt-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
+        try:
+            self._write_checkpoint(tmp, name)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._checkpoint_failed(e)
+            return False
+        if self.checkpoint_error is not None:
+            log.warning("checkpoints work again after %d failures", self._checkpoint_failures)
+            self.redis.hdel(self.keys.model, "checkpoint_error", "frames_unacked")
+        self.checkpoint_error, self._checkpoint_failures = None, 0
         pipe = self.redis.pipeline(transaction=False)
         for stream in self._counts_dirty:  # again, in case a Redis outage swallowed the last write
             pipe.hset(self.keys.stream(stream), mapping={"applied": self.applied.get(stream, 0),
@@ -216,6 +222,33 @@ class WakeWorker:
         self.redis.hset(self.keys.model, mapping={"checkpoint_time": now})
         self.metrics.checkpoint_time.set(now)
         log.info("checkpoint %s written at version %d", name, self.version)
+        return True
+
+    def _write_checkpoint(self, tmp: Path, name: str) -> None:
+        save_checkpoint(self.model, tmp / "model")
+        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
+                    "applied": self.applied, "last_ids": self.last_ids, "last_seqs": self.last_seqs,
+                    "duplicates": self.duplicates}
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        tmp.rename(self.checkpoint_dir / name)
+        pointer = self.checkpoint_dir / "LATEST.tmp"
+        pointer.write_text(name)
+        pointer.replace(self.checkpoint_dir / "LATEST")
+        for old in self.checkpoint_dir.glob("ckpt-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _checkpoint_failed(self, error: OSError) -> None:
+        self._checkpoint_failures += 1
+        delay = min(CHECKPOINT_RETRY_MAX_S, 2.0 ** (self._checkpoint_failures - 1))
+        self._checkpoint_retry_at = time.monotonic() + delay
+        self.checkpoint_error = f"checkpoint failed in {self.checkpoint_dir}: {error.strerror or error}"
+        self.metrics.checkpoint_failures.inc()
+        # One line per failure, at most one every few seconds by the backoff: never a flood.
+        log.error("%s; %d frames applied but not acknowledged; retrying in %.0f s", self.checkpoint_error,
+                  len(self.unacked), delay)
+        self.redis.hset(self.keys.model, mapping={"checkpoint_error": self.checkpoint_error,
+                                                  "frames_unacked": len(self.unacked)})
 
     def warm_start(self, folder: str) -> None:
         """Start from the weights of an ``ffcore train`` checkpoint of a recurrent net of the same
@@ -271,7 +304,9 @@ class WakeWorker:
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: keep the weights, wait, carry on
                 outage.wait(e)
-        self.checkpoint()
+        if not self.checkpoint():
+            raise WakeError(f"{self.checkpoint_error}: the frames applied since the last checkpoint will be "
+                            "delivered again when the worker restarts")
 
     def recover(self) -> int:
         """Re-read every entry this consumer was given but never acknowledged (those after the last
@@ -319,10 +354,13 @@ class WakeWorker:
         if (self._frames_since_snapshot >= self.settings.snapshot_every_frames
                 or (changed and now - self._last_snapshot >= self.settings.snapshot_every_s)):
             self.publish()
-        if (self.redis.getdel(self.keys.checkpoint_request) is not None
+        if now >= self._checkpoint_retry_at and (
+                self.redis.getdel(self.keys.checkpoint_request) is not None
                 or now - self._last_checkpoint >= self.settings.checkpoint_every_s
                 or len(self.unacked) >= self.settings.checkpoint_every_frames):
             self.checkpoint()
+        elif self.checkpoint_error is not None and now - self._last_metrics >= 1.0:
+            self.redis.hset(self.keys.model, "frames_unacked", len(self.unacked))  # ingest's backpressure reads it
         if now - self._last_metrics >= 1.0:
             self.refresh_metrics()
             self._last_metrics = now

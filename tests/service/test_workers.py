@@ -415,3 +415,41 @@ def test_a_fresh_service_warm_starts_from_an_ffcore_checkpoint_of_the_same_shape
                                           "checkpoint_dir": str(tmp_path / "svc2")})
     with pytest.raises(WakeError, match="cannot load it"):
         WakeWorker(missing, sync_client(missing)).setup()
+
+
+def test_a_failing_checkpoint_is_retried_and_reported_while_learning_goes_on(settings, sync_redis, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    keys = Keys(settings.key_prefix)
+    worker = WakeWorker(settings, sync_client(settings))
+    worker.setup()
+    good = worker.settings
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoint folder should be")
+    worker.settings = good.model_copy(update={"checkpoint_dir": str(blocker / "ckpt")})
+    for seq in range(3):
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    assert worker.poll() == 3
+    assert worker.checkpoint() is False
+    assert not list(tmp_path.glob("**/*.tmp"))  # nothing half-written left behind
+    model = sync_redis.hgetall(keys.model)
+    assert b"checkpoint failed" in model[b"checkpoint_error"] and model[b"frames_unacked"] == b"3"
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 3  # not acknowledged: redelivered after a crash
+    assert _samples(worker.metrics.registry)["ffstream_checkpoint_failures_total"] == 1
+    worker.housekeeping()  # within the backoff: no second attempt yet
+    assert _samples(worker.metrics.registry)["ffstream_checkpoint_failures_total"] == 1
+    with TestClient(create_app(settings.model_copy(update={"max_unacked_frames": 3}))) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and any("checkpoint failed" in p for p in ready.json()["problems"])
+        status = c.get("/v1/model").json()
+        assert "checkpoint failed" in status["checkpoint_error"] and status["frames_unacked"] == 3
+        r = c.post("/v1/streams/a/frames", json={"frames": [{"data": [0.5] * settings.input_dim}]})
+        assert r.status_code == 503 and r.headers["retry-after"] == "10" and "checkpoint" in r.json()["detail"]
+    _post(sync_redis, keys, "a", 0.5, label=1, seq=3)
+    assert worker.poll() == 1  # learning goes on meanwhile
+    worker.settings = good
+    assert worker.checkpoint() is True
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
+    assert b"checkpoint_error" not in sync_redis.hgetall(keys.model)

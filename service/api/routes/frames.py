@@ -85,11 +85,16 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, 
     id is free again. Concurrent requests of one stream can pass the rate limit together by up to
     one request each; the stream count is exact (claimed atomically)."""
     pipe = redis.pipeline(transaction=False)  # one round trip; a refused request still marks its stream seen
-    pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate"])
+    pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate", "checkpoint_error",
+                            "frames_unacked"])
     pipe.get(rate_key)
     pipe.eval(_CLAIM_STREAM, 1, keys.streams, repr(now), repr(now - settings.stream_idle_s),
               settings.max_streams, stream_id)
-    (received, applied, duplicate), used, count = await pipe.execute()
+    (received, applied, duplicate, checkpoint_error, unacked), used, count = await pipe.execute()
+    if checkpoint_error is not None and int(unacked or 0) >= settings.max_unacked_frames:
+        raise Rejected(503, "checkpoint_failing", f"{checkpoint_error.decode(errors='replace')}; "
+                       f"{int(unacked)} frames wait for a checkpoint (limit {settings.max_unacked_frames}): "
+                       "retry later", retry_after=10)
     lag = queue_lag(received, applied, duplicate)
     if lag >= settings.max_queue_lag_frames:
         raise Rejected(503, "backpressure", f"the learner is {lag} frames behind (limit "

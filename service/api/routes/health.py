@@ -20,7 +20,8 @@ async def healthz() -> HealthOut:
 
 @router.get("/readyz", response_model=HealthOut, responses={503: {"model": HealthOut, "description": "not ready"}})
 async def readyz(redis: RedisDep, keys: KeysDep):
-    """Redis reachable, a snapshot loaded, the wake worker's heartbeat fresh; 503 otherwise."""
+    """Redis reachable, a snapshot loaded, the wake worker's heartbeat fresh, its checkpoints
+    working; 503 otherwise, naming each problem."""
     problems = []
     try:
         await redis.ping()
@@ -28,6 +29,9 @@ async def readyz(redis: RedisDep, keys: KeysDep):
             problems.append("no model snapshot yet")
         if await redis.get(keys.heartbeat("wake")) is None:
             problems.append("wake worker heartbeat missing or stale")
+        checkpoint_error = await redis.hget(keys.model, "checkpoint_error")
+        if checkpoint_error is not None:
+            problems.append(checkpoint_error.decode(errors="replace"))
     except Exception as e:  # any failure to reach redis means not ready
         problems.append(f"redis unreachable: {e}")
     if problems:

@@ -34,6 +34,8 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                     negatives_rejected_invalid=int(m.get(b"negatives_rejected_invalid", 0)),
                     negatives_rejected_exploding=int(m.get(b"negatives_rejected_exploding", 0)),
                     rollbacks=int(m.get(b"rollbacks", 0)),
+                    checkpoint_error=m[b"checkpoint_error"].decode(errors="replace") if b"checkpoint_error" in m else None,
+                    frames_unacked=int(m.get(b"frames_unacked", 0)),
                     config=json.loads(m[b"config"]) if b"config" in m else None,
                     device=m[b"device"].decode() if b"device" in m else None, sleep=sleep)
 
