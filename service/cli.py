@@ -30,7 +30,9 @@ def _settings():
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+    from service.logs import setup
+
+    setup(level)
 
 
 def _thread_budget(settings) -> None:
@@ -47,12 +49,19 @@ def api():
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.server import GuardedH11Protocol, raise_file_limit
 
     settings = _settings()
     _logging(settings.log_level)
     _thread_budget(settings)
+
+    # Every connection holds a file descriptor: leave room for Redis connections and the rest.
+    raise_file_limit(settings.max_connections + settings.redis_max_connections + 256)
+    guards = {"http": GuardedH11Protocol, "limit_concurrency": settings.max_connections + 1,
+              "timeout_keep_alive": 5, "log_config": None}  # uvicorn's records go through our handler
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     if settings.api_workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **guards)
         return
     # Several processes: prometheus-client's multiprocess mode merges their metrics; each worker
     # builds its app from the same FFS_* environment.
@@ -60,7 +69,7 @@ def api():
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ffstream-metrics-"))
     uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.api_workers, log_level="warning")
+                workers=settings.api_workers, **guards)
 
 
 @app.command()

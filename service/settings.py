@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     sleep_metrics_port: int = Field(9102, ge=0, le=65535, description="the sleep worker's /metrics; 0: off")
     max_frames_per_request: int = Field(256, ge=1, le=100_000)
     max_body_bytes: int = Field(8 * 2**20, ge=1024)
+    # connections: a request head must arrive within header_timeout_s of its first byte, a body
+    # within body_timeout_s (408 otherwise); beyond max_connections a new connection gets 503
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
+    max_connections: int = Field(1024, ge=8, description="open connections per API process (503 beyond)")
     # predict: frames per request (its body is refused beyond ~32 bytes per value, before reading)
     max_predict_frames: int = Field(256, ge=1, le=100_000)
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.api import server
 from service.api.middleware import RequestMetrics
 from service.api.routes import frames, health, model, predict, streams
 from service.keys import Keys
@@ -19,6 +20,7 @@ from service.settings import Settings
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    server.configure(settings)  # the connection guards of service.api.server, for this process
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

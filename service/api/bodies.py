@@ -7,6 +7,8 @@ sends can reach the handler as an exception of another kind, so nothing it sends
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
@@ -38,8 +40,12 @@ def media_type(content_type: str | None, allowed: tuple[str, ...]) -> str:
     return kind
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all, and
+    (408) a body not complete within ``timeout_s`` (a slow or stalled upload holds no connection
+    for long). ``timeout_s`` defaults to the app's ``body_timeout_s`` setting."""
+    if timeout_s is None:
+        timeout_s = request.app.state.settings.body_timeout_s
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -48,11 +54,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise Rejected(413, "body_too_large", f"body of {int(declared)} bytes exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Rejected(413, "body_too_large", f"body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Rejected(408, "body_timeout", f"the body did not arrive within {timeout_s:g} s ({size} bytes came)",
+                       headers={"Connection": "close"}) from None
     except ClientDisconnect:  # nothing was accepted; the client is gone and sees no answer
         raise Rejected(400, "bad_body", "the client disconnected before the body was complete") from None
     return b"".join(chunks)

@@ -56,17 +56,20 @@ def ffstream_up(checkpoint_dir: Path, **env_overrides: str):
 
 @contextmanager
 def serve_app(settings):
-    """The API alone (``settings``) served by uvicorn over real loopback HTTP in a thread; yields
-    its base URL. For concurrency that an in-process test client would serialize."""
+    """The API alone (``settings``) served as ``ffstream api`` serves it (uvicorn, the connection
+    guards) over real loopback HTTP in a thread; yields its base URL. For concurrency that an
+    in-process test client would serialize, and for connection-level behaviour."""
     import threading
     import time
 
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.server import GuardedH11Protocol
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
+                                           http=GuardedH11Protocol, limit_concurrency=settings.max_connections + 1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
