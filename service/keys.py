@@ -50,7 +50,7 @@ class Keys:
     def heartbeat(self, role: str) -> str:
         return f"{self.prefix}:heartbeat:{role}"
 
-    def stream(self, stream_id: str) -> str:  # hash: received, applied, labeled, correct, accuracy
+    def stream(self, stream_id: str) -> str:  # hash: received, applied, labeled, correct, accuracy, seq_max
         return f"{self.prefix}:stream:{stream_id}"
 
     @property

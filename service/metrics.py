@@ -28,10 +28,9 @@ NS = "ffstream"
 # Seconds: from a fraction of a millisecond (one small step) to tens of seconds (a long queue).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BYTES_BUCKETS = tuple(2.0**k for k in range(8, 25, 2))  # 256 B .. 16 MiB
-REJECT_REASONS = ("body_too_large", "body_timeout", "too_many_frames", "bad_body", "bad_shape", "non_finite", "bad_label",
-                  "unsupported_media_type", "unauthorized", "forbidden", "rate_limited", "backpressure",
-                  "checkpoint_failing",
-                  "too_many_streams", "redis_unavailable")
+REJECT_REASONS = ("body_too_large", "body_timeout", "too_many_frames", "bad_body", "bad_shape", "non_finite",
+                  "bad_label", "bad_seq", "unsupported_media_type", "unauthorized", "forbidden", "rate_limited",
+                  "backpressure", "checkpoint_failing", "too_many_streams", "redis_unavailable")
 
 
 def multiprocess_dir() -> str | None:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_streams: int = Field(10_000, ge=1, description="active streams (429 beyond); a stream stops counting after stream_idle_s without frames")
     max_stream_fps: float = Field(1000.0, gt=0, description="frames per second per stream (429 beyond)")
     max_queue_lag_frames: int = Field(100_000, ge=1, description="ingest answers 503 while the lag is above this")
+    max_seq_jump: int = Field(1_000_000_000, ge=1, description="how far a frame's seq may run ahead of its stream's "
+                              "highest (the first seq counts from -1)")
     max_unacked_frames: int = Field(100_000, ge=1, description="while checkpoints fail, ingest answers 503 once "
                                     "this many applied frames wait to be acknowledged")
     host: str = "127.0.0.1"

@@ -90,3 +90,17 @@ def test_predict_refuses_a_large_body_before_reading_it(client, settings):
     r = client.post("/v1/predict", content=many.encode(), headers=JSON)
     assert r.status_code == 413, r.text[:200]
     assert f"at most {settings.max_predict_frames}" in r.json()["detail"] or "exceeds the limit" in r.json()["detail"]
+
+
+def test_a_far_future_seq_is_refused_not_stored(client, settings, sync_redis):
+    def post(stream, seq):
+        return client.post(f"/v1/streams/{stream}/frames", content=('{"frames": [{"data": %s, "seq": %d}]}'
+                                                                     % (_values(settings), seq)).encode(), headers=JSON)
+
+    r = post("poison", 2**63 - 1)  # would make every later frame of the stream a "duplicate"
+    assert r.status_code == 422 and "more than FFS_MAX_SEQ_JUMP" in r.json()["detail"]
+    assert post("poison", 0).status_code == 202 and post("poison", 1).status_code == 202
+    jump = settings.max_seq_jump
+    assert post("poison", 1 + jump).status_code == 202  # exactly the allowed jump
+    assert post("poison", 2 + 2 * jump).status_code == 422
+    assert sync_redis.hget(f"{settings.key_prefix}:stream:poison", "seq_max") == str(1 + jump).encode()

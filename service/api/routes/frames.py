@@ -78,9 +78,10 @@ return redis.call('ZCARD', KEYS[1])
 
 
 async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, now: float) -> int:
-    """Refuse before reading the body when the queue is too far behind (503), the stream would be
+    """Returns (frames this stream sent in the current second, its highest seq so far or -1).
+    Refuses before reading the body when the queue is too far behind (503), the stream would be
     one active stream too many (429), or the stream has used its frames for this second (429).
-    Returns the frames this stream already sent in the current second. A stream counts as active
+    A stream counts as active
     until it has sent nothing for ``stream_idle_s`` (the wake worker's eviction rule); then its
     id is free again. Concurrent requests of one stream can pass the rate limit together by up to
     one request each; the stream count is exact (claimed atomically)."""
@@ -88,9 +89,10 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, 
     pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate", "checkpoint_error",
                             "frames_unacked"])
     pipe.get(rate_key)
+    pipe.hget(keys.stream(stream_id), "seq_max")
     pipe.eval(_CLAIM_STREAM, 1, keys.streams, repr(now), repr(now - settings.stream_idle_s),
               settings.max_streams, stream_id)
-    (received, applied, duplicate, checkpoint_error, unacked), used, count = await pipe.execute()
+    (received, applied, duplicate, checkpoint_error, unacked), used, seq_max, count = await pipe.execute()
     if checkpoint_error is not None and int(unacked or 0) >= settings.max_unacked_frames:
         raise Rejected(503, "checkpoint_failing", f"{checkpoint_error.decode(errors='replace')}; "
                        f"{int(unacked)} frames wait for a checkpoint (limit {settings.max_unacked_frames}): "
@@ -107,7 +109,29 @@ async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, 
         raise Rejected(429, "too_many_streams", f"the service already has {count} active streams, its limit "
                        f"(a stream stops counting after {settings.stream_idle_s:g} s without frames)",
                        retry_after=max(1, int(settings.stream_idle_s / 10)))
-    return used
+    return used, int(seq_max) if seq_max is not None else -1
+
+
+def check_seqs(seqs: np.ndarray, seq_max: int, settings: Settings) -> None:
+    """A seq may run ahead of the stream's highest accepted one by at most ``max_seq_jump``: one
+    far-future seq would make every later frame of the stream a "duplicate", never learned."""
+    if not (seqs >= 0).any():
+        return
+    limit = min(seq_max + settings.max_seq_jump, 2**63 - 1)
+    bad = np.nonzero(seqs > limit)[0]
+    if len(bad):
+        i = int(bad[0])
+        raise Rejected(422, "bad_seq", f"frame {i} has seq {int(seqs[i])}, more than FFS_MAX_SEQ_JUMP="
+                       f"{settings.max_seq_jump} ahead of this stream's highest seq so far ({seq_max}; -1: none)",
+                       frames=len(seqs))
+
+
+# The stream's highest accepted seq, raised atomically (concurrent requests of one stream).
+_RAISE_SEQ_MAX = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'seq_max') or '-1')
+if tonumber(ARGV[1]) > current then redis.call('HSET', KEYS[1], 'seq_max', ARGV[1]) end
+return 0
+"""
 
 
 @router.post("/streams/{stream_id}/frames", dependencies=[Depends(authorize), Security(API_KEY_HEADER)],
@@ -128,10 +152,11 @@ async def post_frames(
     now = time.time()
     rate_key = keys.stream_rate(stream_id, int(now))
     try:
-        used = await admit(redis, keys, settings, stream_id, rate_key, now)
+        used, seq_max = await admit(redis, keys, settings, stream_id, rate_key, now)
         body = await read_body(request, settings.max_body_bytes)
         metrics.body_bytes.observe(len(body))
         frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
+        check_seqs(seqs, seq_max, settings)
     except Rejected as e:
         metrics.rejected.labels(e.reason).inc()
         metrics.frames_received.inc(e.frames)
@@ -144,6 +169,8 @@ async def post_frames(
     pipe = redis.pipeline(transaction=True)
     enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, now)
     pipe.zadd(keys.streams, {stream_id: now})
+    if (seqs >= 0).any():
+        pipe.eval(_RAISE_SEQ_MAX, 1, keys.stream(stream_id), int(seqs.max()))
     pipe.incrby(rate_key, len(frames))
     pipe.expire(rate_key, 2)
     results = await pipe.execute()
