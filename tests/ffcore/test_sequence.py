@@ -1,0 +1,82 @@
+"""The next-character model and figure 5's three regimes, on a tiny net and generated strings."""
+
+import math
+
+import torch
+
+from ffcore.online import FFGradient, normalized_step
+from ffcore.sequence import NextCharConfig, NextCharFF, negative_windows, update, windows_of
+
+
+def _strings(n=6, length=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 30, (n, length), generator=g)
+
+
+def _model(**kw):
+    return NextCharFF(NextCharConfig(context=4, hidden=16, depth=2, seed=0, **kw))
+
+
+def _ff_weights(model):
+    return [layer.linear.weight.clone() for layer in model.layers]
+
+
+def test_windows_line_up_contexts_targets_and_positive_windows():
+    s = torch.arange(12).view(1, 12) % 30
+    contexts, targets, positives = windows_of(s, 4)
+    assert contexts.shape == (8, 4) and targets.shape == (8,) and positives.shape == (8, 4)
+    assert contexts[0].tolist() == [0, 1, 2, 3] and targets[0] == 4
+    assert positives[0].tolist() == [1, 2, 3, 4]  # the real window ending at the predicted character
+    assert contexts[-1].tolist() == [7, 8, 9, 10] and targets[-1] == 11
+
+
+def test_an_untrained_model_predicts_uniformly_and_generation_keeps_the_prefix():
+    model, strings = _model(), _strings()
+    contexts, targets, _ = windows_of(strings, 4)
+    assert math.isclose(model.cross_entropy(contexts, targets), math.log(30), rel_tol=1e-6)
+    generated = model.generate(strings[:, :4], 24, torch.Generator().manual_seed(1))
+    assert torch.equal(generated[:, :4], strings[:, :4]) and generated.shape == (6, 24)
+    again = model.generate(strings[:, :4], 24, torch.Generator().manual_seed(1))
+    assert torch.equal(generated, again)  # seeded
+
+
+def test_fixed_learns_only_the_softmax():
+    model, strings = _model(), _strings()
+    before = _ff_weights(model)
+    nats = [update(model, strings, "fixed", torch.Generator().manual_seed(0))["train_nats"] for _ in range(5)]
+    assert all(torch.equal(a, b) for a, b in zip(before, _ff_weights(model)))
+    assert nats[-1] < nats[0]
+
+
+def test_combined_is_one_step_on_both_phases_from_the_same_weights():
+    strings = _strings()
+    model, twin = _model(), _model()
+    update(model, strings, "combined", torch.Generator().manual_seed(3))
+    # by hand: the readout step, then both phases' gradients on the weights before any FF step
+    contexts, targets, positives = windows_of(strings, 4)
+    twin.readout_step(contexts, targets)
+    pos, neg = FFGradient.zeros_like(twin), FFGradient.zeros_like(twin)
+    twin.add_ff_gradient(positives, "positive", pos)
+    twin.add_ff_gradient(negative_windows(twin, strings, torch.Generator().manual_seed(3)), "negative", neg)
+    normalized_step(twin.layers, twin.ff_optimizer, [pos, neg])
+    for a, b in zip(_ff_weights(model), _ff_weights(twin)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_offline_dreams_its_negatives_with_the_updated_weights():
+    strings = _strings()
+    model, twin = _model(), _model()
+    update(model, strings, "offline", torch.Generator().manual_seed(3))
+    contexts, targets, positives = windows_of(strings, 4)
+    twin.readout_step(contexts, targets)
+    pos = FFGradient.zeros_like(twin)
+    twin.add_ff_gradient(positives, "positive", pos)
+    normalized_step(twin.layers, twin.ff_optimizer, [pos])  # wake
+    neg = FFGradient.zeros_like(twin)  # sleep: the new weights generate and score the negatives
+    twin.add_ff_gradient(negative_windows(twin, strings, torch.Generator().manual_seed(3)), "negative", neg)
+    normalized_step(twin.layers, twin.ff_optimizer, [neg])
+    for a, b in zip(_ff_weights(model), _ff_weights(twin)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    combined = _model()
+    update(combined, strings, "combined", torch.Generator().manual_seed(3))
+    assert not all(torch.allclose(a, b) for a, b in zip(_ff_weights(model), _ff_weights(combined)))
