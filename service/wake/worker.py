@@ -1,105 +1,36 @@
-"""The wake worker: owns the weights, pipelines frames through the recurrent FF net, learns the
-positive phase from every frame, and applies the sleep worker's negative phase between steps.
-
-Learning goes through ``ffcore.online``: each frame's positive gradient is accumulated; every
-``wake_window`` frames (or ``wake_window_s`` seconds) the sum is applied as one step, published
-as a snapshot together with a "dream" (a sample of those frames with their labels and stream
-states), and the next positive step waits until the sleep worker's negative phase for that dream
-has been applied (at most ``negative_wait_s``): the two phases alternate, as in the interleaved
-trainer.
-
-Frames come from a Redis Stream through a consumer group. Each step advances every stream that
-has a pending frame by exactly one frame, so per-stream order holds while many streams share one
-tensor step.
-
-Delivery is exactly once relative to checkpoints. A frame is acknowledged only once a checkpoint
-holds the weights it changed, together with each stream's applied count and last applied entry
-id. After a crash the worker resumes from that checkpoint and re-reads its pending entries:
-those the checkpoint already includes (id <= the stream's last applied id) are skipped, the
-others are applied again to the restored weights, so every accepted frame ends up in the
-weights once and Redis's per-stream applied count equals the accepted count.
-"""
+"""The wake worker's loop and positive phase (the package docstring says how it all fits)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import signal
 import time
 from collections import OrderedDict, deque
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ffcore.checkpoint import from_bytes, load_checkpoint, save_checkpoint, to_bytes
+from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.device import resolve_device
-from ffcore.online import FFGradient, OnlineLearner
+from ffcore.online import OnlineLearner
 from ffcore.state import RecurrentState
 from service import model as model_io
 from service.keys import WAKE_GROUP, Keys
 from service.metrics import WakeMetrics, serve
 from service.redis_io import REDIS_ERRORS, FrameEntry, RedisOutage, entry_id_order, queue_lag
 from service.settings import Settings
+from service.wake.checkpoints import Checkpoints, WakeError
+from service.wake.negatives import Negatives
+from service.wake.rhythm import Rhythm
+from service.wake.streams import StreamTable
 
-log = logging.getLogger(__name__)
+
+log = logging.getLogger("service.wake")
 CONSUMER = "wake-0"
-CHECKPOINT_RETRY_MAX_S = 60.0  # a failing checkpoint is retried after 1, 2, 4 ... seconds, at most this
 
 
-def _shape(config) -> tuple:
-    return config.input_dim, config.num_classes, tuple(config.widths)
-
-
-class WakeError(RuntimeError):
-    """The wake worker cannot go on."""
-
-
-class StreamTable:
-    """Per-stream recurrent state on the device: one row of a RecurrentState per stream."""
-
-    def __init__(self):
-        self.rows: OrderedDict[str, int] = OrderedDict()
-        self.state: RecurrentState | None = None
-        self.last_seen: dict[str, float] = {}
-        self.hits: dict[str, deque] = {}
-
-    def ensure(self, model, ids: list[str], frames: torch.Tensor, window: int,
-               saved: dict[str, RecurrentState] | None = None) -> torch.Tensor:
-        """Row indices for ``ids``; a new stream resumes from its ``saved`` state if given, else
-        starts from one bottom-up pass of its first frame."""
-        new = [i for i, s in enumerate(ids) if s not in self.rows]
-        if new:
-            init = model.initial_state(frames[new])
-            for j, i in enumerate(new):
-                if saved and ids[i] in saved:
-                    init.scatter(torch.tensor([j], device=frames.device), saved[ids[i]])
-            self.state = init if self.state is None else RecurrentState.cat([self.state, init])
-            for i in new:
-                self.rows[ids[i]] = len(self.rows)
-                self.hits.setdefault(ids[i], deque(maxlen=window))
-        now = time.monotonic()
-        for s in ids:
-            self.last_seen[s] = now
-        return torch.tensor([self.rows[s] for s in ids], dtype=torch.long, device=frames.device)
-
-    def new_ids(self, ids: list[str]) -> list[str]:
-        return [s for s in dict.fromkeys(ids) if s not in self.rows]
-
-    def evict_idle(self, idle_s: float) -> dict[str, RecurrentState]:
-        """Drop streams idle longer than ``idle_s``; returns their last states."""
-        now = time.monotonic()
-        gone = {s: self.state.index([self.rows[s]]) for s, t in self.last_seen.items() if now - t > idle_s}
-        if gone:
-            self.state = self.state.drop([self.rows[s] for s in gone])
-            for s in gone:
-                del self.last_seen[s], self.hits[s], self.rows[s]
-            self.rows = OrderedDict((s, i) for i, s in enumerate(self.rows))
-        return gone
-
-
-class WakeWorker:
+class WakeWorker(Checkpoints, Rhythm, Negatives):
     def __init__(self, settings: Settings, redis, keys: Keys | None = None):
         self.settings = settings
         self.redis = redis
@@ -139,139 +70,6 @@ class WakeWorker:
         """Learn ``model`` from now on (a fresh optimizer and positive accumulator)."""
         self.model = model
         self.learner = OnlineLearner(model, model_io.online_config(self.settings))
-
-    # ---- lifecycle -----------------------------------------------------------------------
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.settings.checkpoint_dir) / "wake"
-
-    def latest_checkpoint(self) -> Path | None:
-        pointer = self.checkpoint_dir / "LATEST"
-        return self.checkpoint_dir / pointer.read_text().strip() if pointer.is_file() else None
-
-    def resume(self) -> None:
-        """Continue from the last checkpoint on disk, if there is one."""
-        folder = self.latest_checkpoint()
-        if folder is None:
-            return
-        progress = json.loads((folder / "progress.json").read_text())
-        model = load_checkpoint(folder / "model", self.device)
-        want, have = self.model.config, model.config
-        if _shape(want) != _shape(have):
-            raise WakeError(f"the checkpoint in {self.checkpoint_dir} is a {have.input_dim}-{list(have.widths)}-"
-                            f"{have.num_classes} net but the settings ask for {want.input_dim}-{list(want.widths)}-"
-                            f"{want.num_classes}: point FFS_CHECKPOINT_DIR at a new folder to start afresh")
-        self.set_model(model)
-        self.version = int(progress["version"])
-        self.frames_seen = int(progress["frames_seen"])
-        self.negatives_cursor = progress["negatives_cursor"]
-        self.applied = {k: int(v) for k, v in progress["applied"].items()}
-        self.last_ids = dict(progress["last_ids"])
-        self.last_seqs = {k: int(v) for k, v in progress.get("last_seqs", {}).items()}
-        self.duplicates = {k: int(v) for k, v in progress.get("duplicates", {}).items()}
-        # Redis's applied counts go back to what these weights include; re-reading the pending
-        # frames brings them forward again, each frame once.
-        pipe = self.redis.pipeline(transaction=False)
-        for stream, n in self.applied.items():
-            pipe.hset(self.keys.stream(stream), mapping={"applied": n, "duplicates": self.duplicates.get(stream, 0)})
-        pipe.hset(self.keys.model, mapping={"frames_applied": sum(self.applied.values()),
-                                            "frames_duplicate": sum(self.duplicates.values())})
-        pipe.execute()
-        self.metrics.checkpoint_time.set((folder / "progress.json").stat().st_mtime)
-        log.info("resumed from %s at version %d, %d frames seen", folder, self.version, self.frames_seen)
-
-    def checkpoint(self) -> bool:
-        """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
-        replacing the LATEST pointer; then the frames it includes are acknowledged. Frames whose
-        positive gradient is still accumulated are applied first, so the weights include them.
-
-        If the disk refuses (unwritable, full), nothing is acknowledged and nothing half-written
-        is left: the worker keeps learning, retries with backoff, and says why in Redis (for
-        /readyz, /v1/model and ingest's backpressure) and in a metric. Returns success."""
-        self.positive_step()
-        if not self.weights_finite():
-            self.publish()  # goes back to the last good snapshot; only finite weights are kept
-        name = f"ckpt-{time.time_ns()}"
-        tmp = self.checkpoint_dir / f"{name}.tmp"
-        try:
-            self._write_checkpoint(tmp, name)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self._checkpoint_failed(e)
-            return False
-        if self.checkpoint_error is not None:
-            log.warning("checkpoints work again after %d failures", self._checkpoint_failures)
-            self.redis.hdel(self.keys.model, "checkpoint_error", "frames_unacked")
-        self.checkpoint_error, self._checkpoint_failures = None, 0
-        pipe = self.redis.pipeline(transaction=False)
-        for stream in self._counts_dirty:  # again, in case a Redis outage swallowed the last write
-            pipe.hset(self.keys.stream(stream), mapping={"applied": self.applied.get(stream, 0),
-                                                         "duplicates": self.duplicates.get(stream, 0)})
-        pipe.execute()
-        self._counts_dirty = set()
-        if self.unacked:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xack(self.keys.frames, WAKE_GROUP, *self.unacked)
-            # Entries up to the newest one acknowledged are done with (one consumer reading in
-            # order): trim them, or the stream would hold every frame ever posted.
-            pipe.xtrim(self.keys.frames, minid=max(self.unacked, key=entry_id_order), approximate=False)
-            pipe.execute()
-            self.unacked = []
-        self._last_checkpoint = time.monotonic()
-        now = time.time()
-        self.redis.hset(self.keys.model, mapping={"checkpoint_time": now})
-        self.metrics.checkpoint_time.set(now)
-        log.info("checkpoint %s written at version %d", name, self.version)
-        return True
-
-    def _write_checkpoint(self, tmp: Path, name: str) -> None:
-        save_checkpoint(self.model, tmp / "model")
-        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
-                    "applied": self.applied, "last_ids": self.last_ids, "last_seqs": self.last_seqs,
-                    "duplicates": self.duplicates}
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        tmp.rename(self.checkpoint_dir / name)
-        pointer = self.checkpoint_dir / "LATEST.tmp"
-        pointer.write_text(name)
-        pointer.replace(self.checkpoint_dir / "LATEST")
-        for old in self.checkpoint_dir.glob("ckpt-*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def _checkpoint_failed(self, error: OSError) -> None:
-        self._checkpoint_failures += 1
-        delay = min(CHECKPOINT_RETRY_MAX_S, 2.0 ** (self._checkpoint_failures - 1))
-        self._checkpoint_retry_at = time.monotonic() + delay
-        self.checkpoint_error = f"checkpoint failed in {self.checkpoint_dir}: {error.strerror or error}"
-        self.metrics.checkpoint_failures.inc()
-        # One line per failure, at most one every few seconds by the backoff: never a flood.
-        log.error("%s; %d frames applied but not acknowledged; retrying in %.0f s", self.checkpoint_error,
-                  len(self.unacked), delay)
-        self.redis.hset(self.keys.model, mapping={"checkpoint_error": self.checkpoint_error,
-                                                  "frames_unacked": len(self.unacked)})
-
-    def warm_start(self, folder: str) -> None:
-        """Start from the weights of an ``ffcore train`` checkpoint of a recurrent net of the same
-        shape (a model pretrained offline, adapted online here); the settings keep their say on
-        everything else (damping, readout averaging, centering)."""
-        try:
-            pretrained = load_checkpoint(folder, self.device)
-        except (OSError, ValueError) as e:
-            raise WakeError(f"FFS_INIT_CHECKPOINT={folder}: cannot load it: {e}") from e
-        if getattr(pretrained, "kind", None) != "recurrent":
-            raise WakeError(f"FFS_INIT_CHECKPOINT={folder} holds a {pretrained.kind} model: the service learns a "
-                            "recurrent net (train one with `ffcore train --preset ...-recurrent...`)")
-        want, have = self.model.config, pretrained.config
-        if _shape(want) != _shape(have):
-            raise WakeError(f"FFS_INIT_CHECKPOINT={folder} is a {have.input_dim}-{list(have.widths)}-{have.num_classes} "
-                            f"net but the settings ask for {want.input_dim}-{list(want.widths)}-{want.num_classes}: "
-                            "set FFS_INPUT_DIM, FFS_WIDTHS and FFS_NUM_CLASSES to match it")
-        self.model.load_state_dict(pretrained.state_dict())
-        if not have.readout_average:  # trained offline: its readout is the last iterate, serve that
-            with torch.no_grad():
-                self.model.readout_mean.copy_(self.model.readout.linear.weight)
-        self.set_model(self.model)
-        log.info("warm start from %s", folder)
 
     def setup(self) -> None:
         self.resume()
@@ -392,50 +190,6 @@ class WakeWorker:
         if self.device.type == "cuda":
             m.gpu_memory.labels("allocated").set(torch.cuda.memory_allocated(self.device))
             m.gpu_memory.labels("reserved").set(torch.cuda.memory_reserved(self.device))
-
-    # ---- the wake/sleep rhythm -------------------------------------------------------------
-    def maybe_positive_step(self, window_only: bool = True) -> bool:
-        """Apply the accumulated positive gradient if the window is full (or, unless
-        ``window_only``, has waited ``wake_window_s``) and the last step's negatives have been
-        applied (or waited for ``negative_wait_s``). Returns whether a step was taken."""
-        count = self.learner.positive.count
-        if not count:
-            return False
-        now = time.monotonic()
-        if self._window_started is None:
-            self._window_started = now
-        if count < self.settings.wake_window and (window_only or now - self._window_started < self.settings.wake_window_s):
-            return False
-        if now - self._last_positive_step < self.settings.wake_step_interval_s:
-            return False
-        if self.awaiting is not None and now - self._negatives_checked >= 0.002:
-            self._negatives_checked = now
-            self.apply_negatives()
-        if self.awaiting is not None:
-            if now - self.awaiting[1] < self.settings.negative_wait_s:
-                return False  # frames keep accumulating: the next step covers them all
-            log.warning("no negatives for dream v%d after %.1f s: positive step without them",
-                        self.awaiting[0], now - self.awaiting[1])
-            self.metrics.negatives_missed.inc()
-            self.awaiting = None
-        self.positive_step()
-        return True
-
-    def positive_step(self) -> None:
-        """Apply the accumulated positive gradient as one step, publish the weights and the dream
-        (a sample of the frames just learned) the sleep worker answers with the negative phase."""
-        grad, sample = self.learner.take_positive(), self.learner.take_replay()
-        self._window_started = None
-        if not grad.count:
-            return
-        self._last_positive_step = time.monotonic()
-        self.learner.apply(grad)
-        self.metrics.positive_steps.inc()
-        if not self.publish() or sample is None or self.settings.freeze:
-            return
-        self.redis.hset(self.keys.dream, mapping={"version": self.version, "sample": sample.to_bytes(),
-                                                  "frames": grad.count})
-        self.awaiting = (self.version, time.monotonic())
 
     # ---- positive phase ------------------------------------------------------------------
     def process(self, entries: list) -> int:
@@ -572,54 +326,6 @@ class WakeWorker:
                 continue
             saved[s] = state
         return saved
-
-    # ---- negative phase (from the sleep worker) -------------------------------------------
-    def apply_negatives(self) -> int:
-        """Apply the negative-phase gradients the sleep worker sent, through the same optimizer as
-        the positive phase; refuse stale, invalid and exploding ones (counted)."""
-        reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
-        entries = reply[0][1] if reply else []
-        applied = 0
-        for eid, fields in entries:
-            self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
-            version = int(fields[b"version"])
-            if self.awaiting is not None and version >= self.awaiting[0]:
-                self.awaiting = None  # answered (applied or refused): the next positive step may go
-            if self.version - version > self.settings.max_delta_staleness:
-                self.counters["negatives_rejected_stale"] += 1
-                self.metrics.negatives_rejected.labels("stale").inc()
-                self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
-                continue
-            try:
-                grad = FFGradient.from_bytes(fields[b"gradient"], self.device)
-                if not grad.is_finite():
-                    raise ValueError("non-finite values")
-                if len(grad.weights) != len(self.model.layers) or any(
-                        g.shape != layer.linear.weight.shape for g, layer in zip(grad.weights, self.model.layers)):
-                    raise ValueError(f"gradient shapes {[tuple(g.shape) for g in grad.weights]} do not fit the model")
-                ratio = max(self.learner.step_ratio(grad))
-                if ratio > self.settings.max_delta_ratio:
-                    self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
-                                                       f"(limit {self.settings.max_delta_ratio})")
-                    continue
-                self.learner.apply(grad)
-            except ValueError as e:
-                self._refuse_negative("invalid", str(e))
-                continue
-            applied += 1
-            self._negatives_since_snapshot += 1
-            self.counters["negatives_applied"] += 1
-            self.metrics.negatives_applied.inc()
-            self.redis.hincrby(self.keys.model, "negatives_applied", 1)
-        if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
-            self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
-        return applied
-
-    def _refuse_negative(self, reason: str, why: str) -> None:
-        log.warning("refused negative update %s: %s", self.negatives_cursor, why)
-        self.counters[f"negatives_rejected_{reason}"] = self.counters.get(f"negatives_rejected_{reason}", 0) + 1
-        self.metrics.negatives_rejected.labels(reason).inc()
-        self.redis.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)
 
     # ---- snapshots -----------------------------------------------------------------------
     def weights_finite(self) -> bool:

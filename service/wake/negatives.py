@@ -1,0 +1,61 @@
+"""The negative phase, as it comes back from the sleep worker: checked (version, shape, finite,
+size) and applied through the same update rule as the positive phase."""
+
+from __future__ import annotations
+
+import logging
+
+from ffcore.online import FFGradient
+
+log = logging.getLogger("service.wake")
+
+
+class Negatives:
+    """Mixed into :class:`service.wake.worker.WakeWorker`."""
+
+    def apply_negatives(self) -> int:
+        """Apply the negative-phase gradients the sleep worker sent, through the same optimizer as
+        the positive phase; refuse stale, invalid and exploding ones (counted)."""
+        reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
+        entries = reply[0][1] if reply else []
+        applied = 0
+        for eid, fields in entries:
+            self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
+            version = int(fields[b"version"])
+            if self.awaiting is not None and version >= self.awaiting[0]:
+                self.awaiting = None  # answered (applied or refused): the next positive step may go
+            if self.version - version > self.settings.max_delta_staleness:
+                self.counters["negatives_rejected_stale"] += 1
+                self.metrics.negatives_rejected.labels("stale").inc()
+                self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
+                continue
+            try:
+                grad = FFGradient.from_bytes(fields[b"gradient"], self.device)
+                if not grad.is_finite():
+                    raise ValueError("non-finite values")
+                if len(grad.weights) != len(self.model.layers) or any(
+                        g.shape != layer.linear.weight.shape for g, layer in zip(grad.weights, self.model.layers)):
+                    raise ValueError(f"gradient shapes {[tuple(g.shape) for g in grad.weights]} do not fit the model")
+                ratio = max(self.learner.step_ratio(grad))
+                if ratio > self.settings.max_delta_ratio:
+                    self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
+                                                       f"(limit {self.settings.max_delta_ratio})")
+                    continue
+                self.learner.apply(grad)
+            except ValueError as e:
+                self._refuse_negative("invalid", str(e))
+                continue
+            applied += 1
+            self._negatives_since_snapshot += 1
+            self.counters["negatives_applied"] += 1
+            self.metrics.negatives_applied.inc()
+            self.redis.hincrby(self.keys.model, "negatives_applied", 1)
+        if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
+            self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
+        return applied
+
+    def _refuse_negative(self, reason: str, why: str) -> None:
+        log.warning("refused negative update %s: %s", self.negatives_cursor, why)
+        self.counters[f"negatives_rejected_{reason}"] = self.counters.get(f"negatives_rejected_{reason}", 0) + 1
+        self.metrics.negatives_rejected.labels(reason).inc()
+        self.redis.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)
