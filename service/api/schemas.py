@@ -62,6 +62,8 @@ class StreamOut(BaseModel):
     duplicates: int = Field(description="frames skipped because their seq was already applied")
     lag: int
     rolling_accuracy: float | None
+    last_seq: int | None = Field(None, description="the highest seq accepted on this stream (null: none yet); "
+                                 "a client without its own record continues from it")
 
 
 class SleepStatus(BaseModel):

@@ -21,4 +21,5 @@ async def get_stream(redis: RedisDep, keys: KeysDep, stream_id: str = Path(patte
     received, applied, duplicates = (int(h.get(k, 0)) for k in (b"received", b"applied", b"duplicates"))
     accuracy = float(h[b"accuracy"]) if b"accuracy" in h else None
     return StreamOut(stream_id=stream_id, frames_received=received, frames_applied=applied,
-                     duplicates=duplicates, lag=queue_lag(received, applied, duplicates), rolling_accuracy=accuracy)
+                     duplicates=duplicates, lag=queue_lag(received, applied, duplicates), rolling_accuracy=accuracy,
+                     last_seq=int(h[b"seq_max"]) if b"seq_max" in h else None)
