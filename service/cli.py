@@ -179,6 +179,43 @@ def replay(
     raise typer.Exit(code)
 
 
+@app.command("send")
+def send_cmd(
+    source: str = typer.Argument(..., help="a video file, a camera (/dev/video0), an image folder, or a CSV/NPY/NPZ "
+                                 "of sensor vectors"),
+    stream: str = typer.Option(..., "--stream", help="the stream id to learn on"),
+    url: str | None = typer.Option(None, help="the service (default http://FFS_HOST:FFS_PORT)"),
+    api_key: str | None = typer.Option(None, envvar="FFS_API_KEY", help="the service's API key, if it has keys"),
+    rate: str = typer.Option("native", help="native (a video's own frame rate), max, or frames per second"),
+    shape: tuple[int, int] | None = typer.Option(None, help="HEIGHT WIDTH of the model's frames (default: square)"),
+    color: bool = typer.Option(False, help="RGB frames (3 values per pixel) instead of gray"),
+    labels: Path | None = typer.Option(None, help="a side file of frame_index,label lines"),
+    label_column: str | None = typer.Option(None, help="CSV: the label column (name or index)"),
+    predict_every: int = typer.Option(0, min=0, help="every N frames, print the prediction for the frame"),
+    batch: int = typer.Option(32, min=1, help="frames per request"),
+    seq_file: Path | None = typer.Option(None, help="keep per-stream seqs here (resume without re-learning)"),
+    limit: int | None = typer.Option(None, min=1, help="stop after this many frames"),
+):
+    """Stream a source's frames (and labels) to a running service, with live frames/s, lag and
+    prequential accuracy. Ctrl-C sends what is queued and stops."""
+    from service.client import Client, FFStreamError
+    from service.send import send
+    from service.settings import Settings
+    from service.sources import SourceError
+
+    base = url or f"http://{Settings().host}:{Settings().port}"
+    try:
+        with Client(base, api_key, batch_size=batch, seq_file=seq_file) as client:
+            report = send(client, source, stream, console, rate=rate, shape=shape, color=color,
+                          label_column=label_column, labels_file=labels, predict_every=predict_every, limit=limit)
+    except (SourceError, FFStreamError, ValueError, FileNotFoundError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"sent {report.frames} frames in {report.seconds:.1f} s ({report.fps:,.0f} frames/s)"
+                  + (" (interrupted)" if report.interrupted else ""))
+    raise typer.Exit(130 if report.interrupted else 0)
+
+
 def main() -> None:
     app()
 
