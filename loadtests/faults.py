@@ -16,8 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from fault_harness import kill_wake_run, redis_restart_run  # beside this script
+
 from service.embedded import EmbeddedRedis
-from service.faults import kill_wake_run, redis_restart_run
 
 
 def main() -> None:

@@ -42,8 +42,9 @@ def encode_frames(frames: np.ndarray, labels=None, seqs=None, dtype: int = 1) ->
     return HEADER.pack(MAGIC, dtype, n, dim) + labels.tobytes() + seqs.tobytes() + data.tobytes()
 
 
-def decode_frames(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parse a binary body into float32 frames (n, dim), int labels (n,) and int seqs (n,)."""
+def decode_frames(body: bytes, keep_uint8: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse a binary body into float32 frames (n, dim), int labels (n,) and int seqs (n,).
+    ``keep_uint8``: uint8 frames stay uint8 (the reader scales them by 1/255 later)."""
     if len(body) < HEADER.size:
         raise FrameDecodeError(f"body of {len(body)} bytes is shorter than the {HEADER.size}-byte header")
     magic, dtype, n, dim = HEADER.unpack_from(body)
@@ -65,5 +66,8 @@ def decode_frames(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(bad):  # as in JSON: a seq is >= 0, or absent (-1); -2 must not mean "none" by accident
         raise FrameDecodeError(f"frame {int(bad[0])} has seq {int(seqs[bad[0]])}; seqs are >= 0, or -1 for none")
     data = np.frombuffer(body, DTYPES[dtype], n * dim, off + 12 * n).reshape(n, dim)
-    frames = data.astype(np.float32) / 255.0 if dtype == 2 else data.astype(np.float32)
+    if dtype == 2:
+        frames = data.copy() if keep_uint8 else data.astype(np.float32) / 255.0
+    else:
+        frames = data.astype(np.float32)
     return frames, labels, seqs

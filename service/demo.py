@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ffcore.data.synthetic import make_synthetic
-from service.codec import encode_frames
+from service.client import Client
 from service.settings import Settings
 
 SCENE = 5  # frames per scene: a static image is "a boring video"
@@ -74,11 +74,12 @@ def running_system(settings: Settings, console: Console):
 def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarray]], console: Console, *,
                   chunk: int = SCENE, every: Callable[[int], None] | None = None,
                   every_frames: int = 0, stream_prefix: str = "video-") -> tuple[float | None, int]:
-    """Post each stream's frames in order, ``chunk`` frames per request, round robin over the
+    """Post each stream's frames in order through :class:`service.client.Client` (seqs, retries),
+    ``chunk`` frames per request, round robin over the
     streams, never more than a few chunks ahead of the learner (a camera does not outrun it).
     Shows the rolling prequential accuracy; calls ``every(frames_posted)`` every ``every_frames``.
     Returns the last mean rolling accuracy and the largest lag (frames received, not yet applied) seen."""
-    headers = {"content-type": "application/x-ffs-frames"}
+    sender = Client(str(client.base_url), client.headers.get("x-api-key"), batch_size=chunk)
     total = sum(len(x) for x, _ in videos)
     posted, next_call, accuracy, max_lag = 0, every_frames, None, 0
     longest = max(len(x) for x, _ in videos)
@@ -89,11 +90,10 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
             for s, (x, y) in enumerate(videos):
                 if start >= len(x):
                     continue
-                body = encode_frames(x[start : start + chunk], y[start : start + chunk].tolist())
-                r = client.post(f"/v1/streams/{stream_prefix}{s}/frames", content=body, headers=headers)
-                r.raise_for_status()
-                posted += r.json()["accepted"]
-                progress.advance(task, r.json()["accepted"])
+                accepted = sum(a.frames for a in sender.learn(f"{stream_prefix}{s}", x[start : start + chunk],
+                                                                y[start : start + chunk]))
+                posted += accepted
+                progress.advance(task, accepted)
             while True:
                 stats = [client.get(f"/v1/streams/{stream_prefix}{s}").json() for s in range(len(videos))]
                 accs = [st["rolling_accuracy"] for st in stats if st["rolling_accuracy"] is not None]
@@ -108,6 +108,7 @@ def stream_videos(client: httpx.Client, videos: list[tuple[np.ndarray, np.ndarra
             if every and every_frames and posted >= next_call:
                 every(posted)
                 next_call += every_frames
+    sender.close()
     wait_applied(client, len(videos), stream_prefix)
     return accuracy, max_lag
 

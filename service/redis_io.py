@@ -41,7 +41,8 @@ def async_client(settings: Settings) -> aioredis.Redis:
 @dataclass
 class FrameEntry:
     """One request's frames as one Redis Stream entry (the frame entry format, written by the API
-    and read by the wake worker): ``frames`` (n, D) float32, ``labels`` and ``seqs`` (n,) ints."""
+    and read by the wake worker): ``frames`` (n, D) float32, or uint8 as sent (scaled by 1/255
+    when read: a quarter of the bytes through Redis), ``labels`` and ``seqs`` (n,) ints."""
 
     stream: str
     frames: np.ndarray
@@ -50,14 +51,20 @@ class FrameEntry:
     t: float  # Unix time of the 202
 
     def fields(self) -> dict:
-        return {"stream": self.stream, "n": len(self.frames), "data": self.frames.astype("<f4").tobytes(),
+        raw = self.frames.dtype == np.uint8
+        return {"stream": self.stream, "n": len(self.frames), "dtype": "u1" if raw else "f4",
+                "data": (self.frames if raw else self.frames.astype("<f4")).tobytes(),
                 "labels": self.labels.astype("<i4").tobytes(), "seqs": self.seqs.astype("<i8").tobytes(), "t": self.t}
 
     @classmethod
     def from_fields(cls, fields: dict, dim: int) -> FrameEntry:
+        """The entry with float32 frames (uint8 ones scaled to [0, 1])."""
         n = int(fields[b"n"])
-        return cls(fields[b"stream"].decode(), np.frombuffer(fields[b"data"], "<f4", n * dim).reshape(n, dim),
-                   np.frombuffer(fields[b"labels"], "<i4", n).astype(np.int64),
+        if fields.get(b"dtype") == b"u1":
+            frames = np.frombuffer(fields[b"data"], np.uint8, n * dim).reshape(n, dim).astype(np.float32) / 255.0
+        else:
+            frames = np.frombuffer(fields[b"data"], "<f4", n * dim).reshape(n, dim)
+        return cls(fields[b"stream"].decode(), frames, np.frombuffer(fields[b"labels"], "<i4", n).astype(np.int64),
                    np.frombuffer(fields[b"seqs"], "<i8", n), float(fields[b"t"]))
 
 

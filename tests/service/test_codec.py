@@ -59,3 +59,17 @@ def test_a_request_is_one_redis_entry_and_reads_back_exactly():
     assert back.stream == "cam" and back.t == 12.5
     assert np.array_equal(back.frames, entry.frames) and back.labels.tolist() == [1, -1, 7]
     assert back.seqs.tolist() == [10, 11, -1]
+
+
+def test_uint8_frames_travel_as_bytes_and_read_back_scaled():
+    from service.redis_io import FrameEntry
+
+    raw = np.arange(15, dtype=np.uint8).reshape(3, 5) * 17
+    frames, _, _ = decode_frames(encode_frames(raw, dtype=2), keep_uint8=True)
+    assert frames.dtype == np.uint8 and np.array_equal(frames, raw)
+    entry = FrameEntry("cam", frames, np.array([1, 2, 3]), np.array([-1, -1, -1]), 1.0)
+    fields = {k.encode(): (v if isinstance(v, bytes) else str(v).encode()) for k, v in entry.fields().items()}
+    assert len(fields[b"data"]) == 15  # one byte per value in Redis
+    back = FrameEntry.from_fields(fields, dim=5)
+    assert back.frames.dtype == np.float32
+    np.testing.assert_allclose(back.frames, decode_frames(encode_frames(raw, dtype=2))[0])

@@ -1,7 +1,7 @@
 """Faults against real processes: the wake worker SIGKILLed at random moments while streams post
 (the long run, 20+ kills, is loadtests/faults.py; figures in docs/RELIABILITY.md)."""
 
-from service.faults import kill_wake_run, redis_restart_run, sleep_kill_run
+from loadtests.fault_harness import kill_wake_run, redis_restart_run, sleep_kill_run
 from tests.service.up import REPO
 
 
