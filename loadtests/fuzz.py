@@ -122,7 +122,7 @@ def _binary(rng: random.Random) -> bytes:
 def _request(rng: random.Random, keys_on: bool) -> tuple[str, str, bytes | None, dict]:
     headers: dict[str, str] = {}
     if keys_on:
-        headers_key = rng.choice([KEY, KEY, KEY, "wrong-key-xxxxxxxxxxxxxxxx", None, "", "\t", KEY + " "])
+        headers_key = rng.choice([KEY, KEY, KEY, "wrong-key-xxxxxxxxxxxxxxxx", None, "", KEY[:-1], KEY.upper()])
         if headers_key is not None:
             headers["x-api-key"] = headers_key
     kind = rng.random()

@@ -3,8 +3,9 @@
 uvicorn closes idle keep-alive connections, but a client that sends its request line and
 headers slowly (or never finishes them) holds a connection, and a file descriptor, forever;
 thousands of them exhaust the process. :class:`GuardedH11Protocol` closes a connection whose
-request head is not complete ``header_timeout_s`` after its first byte (408), and answers 503 and
-closes any connection beyond ``max_connections`` as soon as it is accepted. Slow *bodies* are
+request head is not complete ``header_timeout_s`` after it opened or after its first byte (408),
+and beyond ``max_connections`` closes the oldest connection with no request in progress to make
+room (503 to it), or, when every connection is busy with a request, answers the new one 503. Slow *bodies* are
 bounded where the body is read (``service.api.bodies.read_body``: 408).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import time
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -46,16 +48,34 @@ def _response(status: str, detail: str, extra: str = "") -> bytes:
 
 class GuardedH11Protocol(H11Protocol):
     _head_timer: asyncio.TimerHandle | None = None
+    _opened = 0.0
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        if len(self.connections) > LIMITS["max_connections"]:
+        self._opened = time.monotonic()
+        if len(self.connections) > LIMITS["max_connections"] and not self._evict_idle():
             transport.write(_response("503 Service Unavailable",
                                       f"more than {LIMITS['max_connections']} open connections: retry later",
                                       "retry-after: 1\r\n"))
             transport.close()
             return
         self._arm_head_timer()
+
+    def _evict_idle(self) -> bool:
+        """At the limit, make room by closing the oldest connection that has no request in
+        progress (idle keep-alive, or a head still arriving): a flood of idle or slow
+        connections then cannot lock out new clients, such as health probes."""
+        idle = [c for c in self.connections
+                if c is not self and isinstance(c, GuardedH11Protocol) and c.conn.their_state is h11.IDLE
+                and not c.transport.is_closing()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c._opened)
+        oldest.transport.write(_response("503 Service Unavailable", f"closed to make room: more than "
+                                         f"{LIMITS['max_connections']} open connections", "retry-after: 1\r\n"))
+        oldest.transport.close()
+        oldest.connections.discard(oldest)  # counted out now; connection_lost follows
+        return True
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -1,5 +1,5 @@
 """Connection guards, over real sockets: slow request heads and bodies get 408 and are closed,
-connections beyond the limit get 503 at once (service.api.server)."""
+at the connection limit idle connections make room and busy ones are never dropped (service.api.server)."""
 
 import socket
 import time
@@ -43,19 +43,31 @@ def test_a_body_that_stalls_gets_408(settings):
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in answer
 
 
-def test_connections_beyond_the_limit_get_503_at_once(settings):
+def test_at_the_connection_limit_the_oldest_idle_connection_makes_room(settings):
     with serve_app(settings.model_copy(update={"max_connections": 8})) as base:
-        held = [_connect(base) for _ in range(8)]
+        held = [_connect(base) for _ in range(8)]  # idle: no request in progress
         time.sleep(0.2)
+        probe = _connect(base)
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _read_all(probe).startswith(b"HTTP/1.1 200")  # a health probe still gets in
+        answer = _read_all(held[0])  # the oldest idle one was closed to make room
+        assert answer.startswith(b"HTTP/1.1 503") and b"closed to make room" in answer
+        for s in held:
+            s.close()
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503_at_once(settings):
+    with serve_app(settings.model_copy(update={"max_connections": 8, "body_timeout_s": 30})) as base:
+        busy = [_connect(base) for _ in range(8)]
+        for s in busy:  # each in the middle of a request: its body never finishes
+            s.sendall(b"POST /v1/streams/a/frames HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                      b"content-length: 1000\r\n\r\n{")
+        time.sleep(0.3)
         extra = _connect(base)
         answer = _read_all(extra)
         assert answer.startswith(b"HTTP/1.1 503") and b"more than 8 open connections" in answer
-        for s in held:
+        for s in busy:
             s.close()
-        time.sleep(0.2)
-        ok = _connect(base)
-        ok.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert _read_all(ok).startswith(b"HTTP/1.1 200")
 
 
 def test_repeated_log_lines_cannot_flood():
