@@ -78,21 +78,23 @@ def ff_loss(
     y_neg: torch.Tensor | None,
     threshold: float,
     kind: str = "max_ssq",
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """The FF logistic loss: ``-log p(positive)`` on positive data plus ``-log p(negative)`` on negative.
 
     Either phase may be absent, so the positive and negative passes can be applied separately
     (online positive phase, offline "sleep" negative phase). Each present phase is averaged over
-    its batch; the result is their sum.
+    its batch; the result is their sum. ``temperature`` T widens the logistic,
+    ``p = sigma(logit / T)``, and scales the loss by T (1: the paper's eq. 1).
     """
     if y_pos is None and y_neg is None:
         raise ValueError("ff_loss needs positive data, negative data, or both")
     loss = torch.zeros(())
     if y_pos is not None:
         # softplus(-l) = -log sigma(l), numerically stable for large |l|
-        loss = loss.to(y_pos) + F.softplus(-positive_logit(y_pos, threshold, kind)).mean()
+        loss = loss.to(y_pos) + temperature * F.softplus(-positive_logit(y_pos, threshold, kind) / temperature).mean()
     if y_neg is not None:
-        loss = loss.to(y_neg) + F.softplus(positive_logit(y_neg, threshold, kind)).mean()
+        loss = loss.to(y_neg) + temperature * F.softplus(positive_logit(y_neg, threshold, kind) / temperature).mean()
     return loss
 
 

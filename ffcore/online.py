@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import save as st_save
 
-from ffcore.goodness import goodness, goodness_sign
+from ffcore.goodness import goodness
+from ffcore.layers import ff_dz  # noqa: F401 (the closed-form derivative lives with the layer)
 from ffcore.recurrent import RecurrentFF
 from ffcore.serial import load_tensors, metadata
 from ffcore.state import RecurrentState
@@ -134,41 +135,6 @@ class FFGradient:
             raise ValueError(f"a serialized gradient's count must be a whole number, got {count!r}")
         return cls([tensors[f"{i}.weight"].to(device) for i in range(n)],
                    [tensors[f"{i}.bias"].to(device) for i in range(n)], int(count))
-
-
-def _activation_derivative(kind: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if kind == "relu":
-        return (z > 0).to(z.dtype)
-    if kind == "leaky_relu":
-        return torch.where(z > 0, 1.0, 0.01).to(z.dtype)
-    if kind == "tanh":
-        return 1 - y.square()
-    if kind == "sigmoid":
-        return y * (1 - y)
-    if kind == "gelu":  # exact gelu: Phi(z) + z phi(z)
-        phi = torch.exp(-0.5 * z.square()) / (2 * torch.pi) ** 0.5
-        return 0.5 * (1 + torch.erf(z / 2**0.5)) + z * phi
-    raise ValueError(f"no derivative for activation {kind!r}")
-
-
-def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
-    """Closed-form derivative of each frame's FF logistic loss (paper eq. 1) with respect to the
-    pre-activations ``z`` (B, N), for one phase; summed over frames it is the layer's gradient."""
-    cfg = layer.config
-    if cfg.loss != "logistic":
-        raise ValueError("separate positive and negative phases need the logistic (threshold) loss")
-    s = goodness_sign(cfg.goodness)
-    squared = cfg.goodness.endswith("ssq")
-    measure = y.square().sum(dim=1) if squared else y.abs().sum(dim=1)
-    temperature = max(1.0, cfg.temperature * layer.threshold)  # see LayerConfig.temperature
-    logit = s * (measure - layer.threshold) / temperature
-    # positive: loss softplus(-logit), dL/dlogit = -sigma(-logit); negative: softplus(logit), sigma(logit)
-    dlogit = -torch.sigmoid(-logit) if phase == "positive" else torch.sigmoid(logit)
-    coefficient = (s * dlogit)[:, None]
-    if cfg.activation == "relu":  # y = 0 wherever relu' = 0, so the derivative is already in y
-        return coefficient * (2 * y if squared else (y > 0).to(y.dtype))
-    dmeasure_dy = 2 * y if squared else torch.sign(y)
-    return coefficient * dmeasure_dy * _activation_derivative(cfg.activation, z, y)
 
 
 def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor, state: RecurrentState,

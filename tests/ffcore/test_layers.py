@@ -33,11 +33,11 @@ def test_no_gradient_reaches_the_layer_below():
     x = torch.rand(8, 20)
     y_pos, y_neg = below(x), below(x.flip(0))  # graph attached to `below`'s weights
     assert y_pos.requires_grad
-    w_before = below.linear.weight.detach().clone()
+    w_before, above_before = below.linear.weight.detach().clone(), above.linear.weight.detach().clone()
     above.train_step(y_pos, y_neg)
     assert below.linear.weight.grad is None and below.linear.bias.grad is None
     assert torch.equal(below.linear.weight, w_before)
-    assert above.linear.weight.grad is not None
+    assert not torch.equal(above.linear.weight, above_before)  # the layer above did learn
 
 
 def test_positive_and_negative_updates_move_goodness_apart():
@@ -124,3 +124,51 @@ def test_symmetric_loss_layer_needs_both_phases():
 def test_layer_config_refuses_bad_values(field, value, message):
     with pytest.raises(ValueError, match=message):
         LayerConfig(**{field: value})
+
+
+def _autograd_step(layer, x_pos, x_neg):
+    """The reference: the layer's loss through autograd, one optimizer step."""
+    loss, _, _ = layer.local_loss(x_pos, x_neg)
+    layer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    layer.optimizer.step()
+    return float(loss.detach())
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("goodness", ["max_ssq", "min_ssq", "max_sum", "min_sum"])
+@pytest.mark.parametrize("phases", ["both", "positive", "negative"])
+@pytest.mark.parametrize("temperature", [0.0, 0.25])
+@pytest.mark.parametrize("peer", [0.0, 0.03])
+def test_the_closed_form_step_equals_the_autograd_step(activation, goodness, phases, temperature, peer):
+    g = torch.Generator().manual_seed(0)
+    x_pos, x_neg = torch.randn(12, 20, generator=g), torch.randn(9, 20, generator=g)
+    x_pos, x_neg = (x_pos if phases != "negative" else None), (x_neg if phases != "positive" else None)
+    config = LayerConfig(activation=activation, goodness=goodness, lr=0.05, temperature=temperature,
+                         peer_normalization=peer)
+    torch.manual_seed(1)
+    fast = FFLinear(20, 16, threshold=4.0, config=config)
+    reference = FFLinear(20, 16, threshold=4.0, config=config)
+    reference.load_state_dict(fast.state_dict())
+    assert fast.closed_form()
+    for _ in range(3):  # momentum and weight decay included
+        step = fast.train_step(x_pos, x_neg)
+        loss = _autograd_step(reference, x_pos, x_neg)
+        assert step.loss == pytest.approx(loss, rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(fast.linear.weight, reference.linear.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.linear.bias, reference.linear.bias, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.peer_running_mean, reference.peer_running_mean)
+
+
+def test_bfloat16_products_stay_close_to_float32_and_keep_float32_weights():
+    g = torch.Generator().manual_seed(0)
+    x_pos, x_neg = torch.randn(64, 100, generator=g), torch.randn(64, 100, generator=g)
+    torch.manual_seed(1)
+    full = FFLinear(100, 50, threshold=50.0, config=LayerConfig(lr=0.01))
+    half = FFLinear(100, 50, threshold=50.0, config=LayerConfig(lr=0.01, matmul_dtype="bfloat16"))
+    half.load_state_dict(full.state_dict())
+    a, b = full.train_step(x_pos, x_neg), half.train_step(x_pos, x_neg)
+    assert half.linear.weight.dtype == torch.float32 and b.y_pos.dtype == torch.float32
+    assert b.goodness_pos == pytest.approx(a.goodness_pos, rel=0.02)
+    assert (half.linear.weight - full.linear.weight).abs().max() < 1e-3
+    assert not torch.equal(half.linear.weight, full.linear.weight)  # it did use the other precision
