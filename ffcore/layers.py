@@ -148,9 +148,11 @@ class LayerStackConfig:
 def make_optimizer(params, config: LayerConfig, lr: float | None = None, weight_decay: float | None = None):
     lr = config.lr if lr is None else lr
     weight_decay = config.weight_decay if weight_decay is None else weight_decay
+    # fused: one kernel per step instead of several passes over the weights (the step of a
+    # 1000x1000 layer is memory-bound, and FF takes one per layer per batch)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=weight_decay, fused=True)
 
 
 @dataclass
@@ -319,9 +321,23 @@ class FFLinear(FFLayer):
 
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         if self.config.matmul_dtype == "bfloat16":  # bf16 products (AVX-512 BF16, tensor cores), fp32 master weights
-            w, b = self.linear.weight, self.linear.bias
-            return F.linear(x_normalized.to(torch.bfloat16), w.to(torch.bfloat16), b.to(torch.bfloat16)).float()
+            if torch.is_grad_enabled() and self.linear.weight.requires_grad:  # the autograd path: cast in the graph
+                w, b = self.linear.weight.to(torch.bfloat16), self.linear.bias.to(torch.bfloat16)
+            else:
+                w, b = self._bf16_weights()
+            return F.linear(x_normalized.to(torch.bfloat16), w, b).float()
         return self.linear(x_normalized)
+
+    def _bf16_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """bf16 copies of the weights, made once per update (the neutral pass, the positive and
+        negative passes and evaluation between two updates share them)."""
+        w, b = self.linear.weight, self.linear.bias
+        key = (w._version, b._version, w.data_ptr())
+        if getattr(self, "_bf16_key", None) != key:
+            with torch.no_grad():
+                self._bf16 = (w.to(torch.bfloat16), b.to(torch.bfloat16))
+            self._bf16_key = key
+        return self._bf16
 
     def delta_factors(self, x: torch.Tensor, phase: str, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A plain-SGD step of the FF loss for one phase, as low-rank factors, without changing weights.

@@ -28,11 +28,17 @@ def test_supervised_ff_learns_synthetic_task_within_seconds(synthetic):
 
 
 def test_unsupervised_ff_learns_synthetic_task(synthetic):
-    torch.manual_seed(0)
-    preset = get_preset("synthetic-ff-unsup")
-    model = FFMLP(preset.model)
-    fit(model, synthetic, epochs=preset.epochs, seed=0, eval_every=100)
-    assert evaluate(model, synthetic.test_x, synthetic.test_y, 10)["softmax"]["error"] < 0.05
+    # Four epochs of hybrid-image negatives land far apart from seed to seed: measured 0.0, 0.056
+    # and 0.119 test error for seeds 0-2 (0.049, 0.146, 0.0 before the closed-form layer step,
+    # whose float rounding differs). Chance is 0.9; three seeds make the check steady.
+    errors = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        preset = get_preset("synthetic-ff-unsup")
+        model = FFMLP(preset.model)
+        fit(model, synthetic, epochs=preset.epochs, seed=seed, eval_every=100)
+        errors.append(evaluate(model, synthetic.test_x, synthetic.test_y, 10)["softmax"]["error"])
+    assert max(errors) < 0.25 and sum(errors) / 3 < 0.1, errors
 
 
 def test_label_goodness_shapes_and_layers():
