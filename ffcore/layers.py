@@ -177,6 +177,7 @@ class FFLayer(nn.Module, ABC):
         self._act = ACTIVATIONS[config.activation]
         # Footnote 9: running mean of each unit's activity, regressed towards the layer's mean.
         self.register_buffer("peer_running_mean", torch.full((out_features,), 0.5))
+        self._updates = 0  # optimizer steps taken (invalidates cached low-precision weights)
 
     @abstractmethod
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
@@ -237,6 +238,7 @@ class FFLayer(nn.Module, ABC):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self._updates += 1
         with torch.no_grad():
             kind = self.config.goodness
             g_pos = activity_measure(y_pos, kind).mean().item() if y_pos is not None else float("nan")
@@ -280,6 +282,7 @@ class FFLayer(nn.Module, ABC):
         self.linear.weight.grad = self.matmul(dz.T, x_norm)
         self.linear.bias.grad = dz.sum(dim=0)
         self.optimizer.step()
+        self._updates += 1
         self.optimizer.zero_grad(set_to_none=True)
         g_pos = activity_measure(y_pos, kind).mean().item() if y_pos is not None else float("nan")
         g_neg = activity_measure(y_neg, kind).mean().item() if y_neg is not None else float("nan")
@@ -332,7 +335,8 @@ class FFLinear(FFLayer):
         """bf16 copies of the weights, made once per update (the neutral pass, the positive and
         negative passes and evaluation between two updates share them)."""
         w, b = self.linear.weight, self.linear.bias
-        key = (w._version, b._version, w.data_ptr())
+        # fused optimizer steps do not bump _version: the layer counts its own updates too
+        key = (w._version, b._version, w.data_ptr(), self._updates)
         if getattr(self, "_bf16_key", None) != key:
             with torch.no_grad():
                 self._bf16 = (w.to(torch.bfloat16), b.to(torch.bfloat16))

@@ -172,3 +172,8 @@ def test_bfloat16_products_stay_close_to_float32_and_keep_float32_weights():
     assert b.goodness_pos == pytest.approx(a.goodness_pos, rel=0.02)
     assert (half.linear.weight - full.linear.weight).abs().max() < 1e-3
     assert not torch.equal(half.linear.weight, full.linear.weight)  # it did use the other precision
+    for _ in range(5):  # the products always see the current weights (the fused step bumps no version)
+        half.train_step(x_pos, x_neg)
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(half.normalized_input(x_pos), half.linear.weight, half.linear.bias)
+            torch.testing.assert_close(half.pre_activation(x_pos), expected, rtol=0.05, atol=0.05)
