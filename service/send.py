@@ -3,6 +3,8 @@ service through :class:`service.client.Client`, with live progress."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,42 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from service.client import Client, FFStreamError
 from service.sources import open_source
+
+
+def prefetch(frames, size: int = 256):
+    """Iterate ``frames`` with a thread reading (decoding) up to ``size`` items ahead, so decoding
+    and posting overlap. Errors in the reader are raised here; closing stops the reader."""
+    items: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def read():
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as e:  # handed to the consumer, raised there
+            items.put(e)
+
+    reader = threading.Thread(target=read, daemon=True, name="ffstream-send-reader")
+    reader.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 @dataclass
@@ -47,7 +85,7 @@ def send(client: Client, spec: str, stream: str, console: Console, *, rate: str 
                   TextColumn("{task.fields[info]}"), console=console) as progress:
         task = progress.add_task("frames", total=total, info="")
         try:
-            for frame, label in source.frames:
+            for frame, label in prefetch(source.frames):
                 if limit is not None and sent >= limit:
                     break
                 if fps is not None:  # pace: frame k is due at k / fps
