@@ -79,6 +79,9 @@ LEARNING = ("ffstream: learning", "ffstream-learning", [
         _q("time() - ffstream_checkpoint_timestamp_seconds", "checkpoint"),
         _q("time() - ffstream_sleep_last_cycle_timestamp_seconds", "last sleep cycle"),
     ]),
+    ("Checkpoint failures per minute (retried; frames stay unacknowledged until one succeeds)", "short", [
+        _q(f"sum(rate(ffstream_checkpoint_failures_total[{RATE}])) * 60", "failures / min"),
+    ]),
 ])
 
 RESOURCES = ("ffstream: resources", "ffstream-resources", [
