@@ -130,3 +130,22 @@ def test_sources_explain_what_is_wrong(tmp_path):
     (tmp_path / "l.csv").write_text("0,1\n1,x\n")
     with pytest.raises(SourceError, match="expected frame_index,label"):
         read_labels(tmp_path / "l.csv")
+
+
+def test_ctrl_c_sends_what_is_queued_and_stops(settings, tmp_path):
+    import re
+    import time
+
+    _video(tmp_path / "v.mp4", 400)
+    with serve_app(settings) as base, Waker(settings), Client(base) as c:
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "send", str(tmp_path / "v.mp4"), "--stream", "cam",
+                                 "--url", base, "--rate", "50", "--batch", "32"], stderr=subprocess.PIPE, text=True)
+        time.sleep(4)  # about 100-150 frames in (after start-up), at 50 frames/s
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+        sent = int(re.search(r"sent (\d+) frames", err).group(1))
+        assert 0 < sent < 400
+        from service.demo import wait_until
+        assert wait_until(lambda: c.stream("cam").frames_applied == sent, 30)  # every frame read was sent
+        assert c.stream("cam").frames_received == sent
