@@ -81,13 +81,12 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
-async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, now: float) -> int:
+async def admit(redis, keys, settings: Settings, stream_id: str, rate_key: str, now: float) -> tuple[int, int]:
     """Returns (frames this stream sent in the current second, its highest seq so far or -1).
-    Refuses before reading the body when the queue is too far behind (503), the stream would be
-    one active stream too many (429), or the stream has used its frames for this second (429).
-    A stream counts as active
-    until it has sent nothing for ``stream_idle_s`` (the wake worker's eviction rule); then its
-    id is free again. Concurrent requests of one stream can pass the rate limit together by up to
+    Refuses before reading the body when checkpoints fail and too many frames wait (503), the
+    queue is too far behind (503), the stream would be one active stream too many (429), or the
+    stream has used its frames for this second (429). A stream counts as active until it has sent
+    nothing for ``stream_idle_s`` (the wake worker's eviction rule); then its id is free again. Concurrent requests of one stream can pass the rate limit together by up to
     one request each; the stream count is exact (claimed atomically)."""
     pipe = redis.pipeline(transaction=False)  # one round trip; a refused request still marks its stream seen
     pipe.hmget(keys.model, ["frames_received", "frames_applied", "frames_duplicate", "checkpoint_error",
