@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="frames per image")
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--staleness", type=int, nargs="*", default=[1])
+    ap.add_argument("--windows", type=int, nargs="*", default=[],
+                    help="also (d) with these windows (frames per positive step; the service's own is larger "
+                    "than FFS_WAKE_WINDOW when a step waits for the sleep worker)")
     ap.add_argument("--test-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-rivals", action="store_true")
@@ -173,6 +176,8 @@ def main() -> None:
     for s in args.staleness:
         report(f"d wake-sleep staleness {s}", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window,
                                                          staleness=s, **common))
+    for w in args.windows:
+        report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
     frozen = settings.model_copy(update={"freeze": True})
     report("ff-frozen", ff_online(frozen, x, y, x_test, y_test, window=settings.wake_window, staleness=0, **common))
     if not args.skip_rivals:
