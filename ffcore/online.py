@@ -56,8 +56,11 @@ class OnlineConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
-# Labeled frames per step of the readout when many steps' frames are learned at once.
-READOUT_CHUNK = 64
+# Labeled frames per step of the readout when many steps' frames are learned at once. Measured
+# in-process on 50k MNIST images x 2 frames, 16 streams, 160-frame windows: a readout step per
+# 16 frames 5.63% test error; the frames of 64- or 256-frame polls in chunks of 64: 5.97 / 5.98%,
+# in chunks of 16: 5.68 / 5.76% (fewer, larger steps make the momentum's effect per frame late).
+READOUT_CHUNK = 16
 # Frames whose outer products wait, as factors, before one matrix product adds them to the dense
 # sum: a rank-S update per step would read and write the whole weight-sized accumulator each time.
 FOLD_ROWS = 256
