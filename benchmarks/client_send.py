@@ -31,7 +31,7 @@ from rich.console import Console
 
 from ffcore.experiment import hardware
 from service.client import Client
-from service.demo import wait_ready, wait_until
+from service.probe import wait_ready, wait_until
 from service.embedded import free_port
 from service.send import send
 from service.sources import open_source

@@ -36,7 +36,7 @@ REPO = Path(__file__).parents[1]
 sys.path.insert(0, str(REPO))
 
 from service.codec import encode_frames  # noqa: E402
-from service.demo import wait_ready  # noqa: E402
+from service.probe import wait_ready  # noqa: E402
 from service.embedded import free_port  # noqa: E402
 
 DIM = 784

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 
 from service.codec import encode_frames
-from service.demo import wait_ready, wait_until
+from service.probe import wait_ready, wait_until
 from service.embedded import free_port
 
 BINARY = {"content-type": "application/x-ffs-frames"}

@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from service.codec import encode_frames
-from service.demo import wait_ready
+from service.probe import wait_ready
 from service.embedded import free_port
 
 REPO = Path(__file__).parents[1]

@@ -139,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from service.system import System
-    from service.demo import wait_ready
+    from service.probe import wait_ready
     from service.embedded import free_port
     from service.settings import Settings
 

@@ -13,30 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ffcore.data.synthetic import make_synthetic
 from service.client import Client
+from service.probe import wait_ready
 from service.settings import Settings
 
 SCENE = 5  # frames per scene: a static image is "a boring video"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def wait_ready(client: httpx.Client, timeout: float) -> bool:
-    return wait_until(lambda: _answers_ready(client), timeout)
-
-
-def _answers_ready(client: httpx.Client) -> bool:
-    try:
-        return client.get("/readyz").status_code == 200
-    except httpx.TransportError:  # not listening yet
-        return False
 
 
 def synthetic_video(n: int, seed: int, noise: float = 0.15) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ from pathlib import Path
 from rich.console import Console
 
 from ffcore.data.datasets import load_dataset
-from service.demo import held_out_accuracy, running_system, stream_videos, wait_until
+from service.demo import held_out_accuracy, running_system, stream_videos
+from service.probe import wait_until
 from service.settings import Settings
 
 

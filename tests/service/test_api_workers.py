@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.codec import encode_frames
-from service.demo import wait_until
+from service.probe import wait_until
 from service.embedded import free_port
 from tests.service.up import REPO
 

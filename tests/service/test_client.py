@@ -42,7 +42,7 @@ def _frames(n, dim, seed=0):
 
 
 def _wait_applied(c: Client, stream: str, n: int, timeout: float = 30) -> None:
-    from service.demo import wait_until
+    from service.probe import wait_until
 
     assert wait_until(lambda: c.stream(stream).frames_applied == n, timeout), c.stream(stream)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from service.demo import held_out_accuracy, stream_videos, synthetic_video, wait_until
+from service.demo import held_out_accuracy, stream_videos, synthetic_video
+from service.probe import wait_until
 from service.embedded import free_port
 from tests.service.up import ffstream_up
 

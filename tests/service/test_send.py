@@ -79,7 +79,7 @@ def test_a_video_through_the_real_system_is_learned_once_across_an_api_restart(t
             send_module.open_source = source_open
         assert report.frames == 240
         assert _child(up.proc.pid, "api") not in (None, first_api)  # it really was a new API process
-        from service.demo import wait_until
+        from service.probe import wait_until
         assert wait_until(lambda: up.client.get("/v1/streams/cam").json()["frames_applied"] == 240, 60)
         status = up.client.get("/v1/streams/cam").json()
         assert status["frames_applied"] == 240 and status["last_seq"] == 239
@@ -101,7 +101,7 @@ def test_an_image_folder_and_sensor_files(settings, tmp_path):
         assert send(c, str(folder), "img", QUIET, rate="max").frames == 10
         assert send(c, str(csv), "csv", QUIET, label_column="label").frames == 12
         assert send(c, str(tmp_path / "sensors.npz"), "npz", QUIET, limit=7).frames == 7
-        from service.demo import wait_until
+        from service.probe import wait_until
         cli = subprocess.run([sys.executable, "-m", "service.cli", "send", str(csv), "--stream", "cli", "--url", base,
                               "--label-column", "label", "--rate", "max"], capture_output=True, text=True, timeout=120)
         assert cli.returncode == 0 and "sent 12 frames" in cli.stderr, cli.stderr[-2000:]
@@ -146,6 +146,6 @@ def test_ctrl_c_sends_what_is_queued_and_stops(settings, tmp_path):
         assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
         sent = int(re.search(r"sent (\d+) frames", err).group(1))
         assert 0 < sent < 400
-        from service.demo import wait_until
+        from service.probe import wait_until
         assert wait_until(lambda: c.stream("cam").frames_applied == sent, 30)  # every frame read was sent
         assert c.stream("cam").frames_received == sent

@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from service.demo import wait_until
+from service.probe import wait_until
 from tests.service.up import ffstream_up
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.demo import wait_ready
+from service.probe import wait_ready
 from service.embedded import free_port
 
 REPO = Path(__file__).parents[2]
