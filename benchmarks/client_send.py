@@ -16,27 +16,22 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import av
-import httpx
 import numpy as np
 from rich.console import Console
 
 from ffcore.experiment import hardware
 from service.client import Client
-from service.probe import wait_ready, wait_until
-from service.embedded import free_port
+from service.probe import wait_until
 from service.send import send
 from service.sources import open_source
+from service.system import launched
 
-REPO = Path(__file__).parents[1]
 
 
 def make_video(path: Path, frames: int, side: int = 64) -> None:
@@ -70,18 +65,7 @@ def main() -> None:
     decoded = np.stack([f for f, _ in open_source(str(video), 196).frames])
     result["decode_fps"] = len(decoded) / (time.perf_counter() - started)
 
-    port = free_port()
-    env = {**os.environ, "FFS_PORT": str(port), "FFS_WAKE_METRICS_PORT": str(free_port()),
-           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(work / "system"),
-           "FFS_LOG_LEVEL": "WARNING"}
-    env.pop("FFS_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as h:
-            if not wait_ready(h, 90):
-                raise SystemExit("ffstream up did not become ready")
+    with launched(work / "system") as base:
         with Client(base, batch_size=args.batch) as c:
             started = time.perf_counter()
             c.learn("post", decoded)
@@ -95,9 +79,6 @@ def main() -> None:
             result["applied_fps_end_to_end"] = args.frames / (time.perf_counter() - started)
             status = c.stream("send")
             result["applied"], result["duplicates"] = status.frames_applied, status.duplicates
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from ffcore.goodness import goodness
-from ffcore.layers import ff_dz  # noqa: F401 (the closed-form derivative lives with the layer)
+from ffcore.layers import ff_dz
 from ffcore.recurrent import RecurrentFF
 from ffcore.serial import load_tensors, metadata
 from ffcore.state import RecurrentState

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from ffcore.data.text import ALPHABET
 from ffcore.goodness import goodness, layer_norm
-from ffcore.layers import FFLinear, LayerConfig, threshold_schedule
-from ffcore.online import FFGradient, ff_dz, normalized_step
+from ffcore.layers import FFLinear, LayerConfig, ff_dz, threshold_schedule
+from ffcore.online import FFGradient, normalized_step
 
 REGIMES = ("fixed", "combined", "offline")
 CHUNK = 4096  # windows per matrix product: bounds memory at the paper's width

@@ -20,26 +20,20 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import random
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 
 from service.codec import encode_frames
-from service.probe import wait_ready
-from service.embedded import free_port
+from service.system import launched
 
-REPO = Path(__file__).parents[1]
 KEY = "fuzz-key-0123456789abcdef"
 DIM = 196
 HANG_S = 5.0
@@ -51,27 +45,9 @@ CONTENT_TYPES = [None, "application/json", "APPLICATION/JSON", "application/json
                  "application/json\x7f", "", " ", "application/x-ffs-frames; v=2", "*/*"]
 
 
-@contextmanager
 def system(workdir: Path, **env_overrides: str):
-    port = free_port()
-    env = {**os.environ, "FFS_PORT": str(port), "FFS_WAKE_METRICS_PORT": str(free_port()),
-           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(workdir),
-           "FFS_LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", **env_overrides}
-    env.pop("FFS_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as c:
-            if not wait_ready(c, 90):
-                raise RuntimeError("ffstream up did not become ready in 90 s")
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    """A fresh ``ffstream up`` (one torch thread per process), yielding its base URL."""
+    return launched(workdir, OMP_NUM_THREADS="1", **env_overrides)
 
 
 def _valid_json(rng: random.Random, n: int) -> bytes:

@@ -181,8 +181,8 @@ def _retry_after(response: httpx.Response | None, attempt: int, cap: float) -> f
     if response is not None:
         try:
             base = min(cap, float(response.headers.get("retry-after", base)))
-        except ValueError:
-            pass
+        except ValueError:  # an HTTP-date or garbage: keep the exponential backoff
+            base = min(cap, 0.1 * 2**attempt)
     return base * (0.8 + 0.4 * random.random())
 
 
@@ -243,6 +243,15 @@ class _Core:
         buffered, self._buffer, self._buffered = self._buffer, {}, 0
         for stream, (frames, labels) in buffered.items():
             self._form(stream, np.stack(frames), labels)
+
+    def _continue_after(self, stream: str, status: StreamStatus | None) -> None:
+        """No record of our own for ``stream``: its seqs continue after the server's last one."""
+        self.seqs.next[stream] = status.last_seq + 1 if status is not None and status.last_seq is not None else 0
+
+    @staticmethod
+    def _predict_body(frames, method: str, stream: str | None) -> dict:
+        x = _as_frames(frames).astype(np.float32) / (255.0 if np.asarray(frames).dtype == np.uint8 else 1.0)
+        return {"frames": x.tolist(), "method": method, **({"stream_id": stream} if stream else {})}
 
     @staticmethod
     def _body(batch: _Batch) -> bytes:
@@ -315,9 +324,8 @@ class Client(_Core):
         return self._send_pending()
 
     def _know(self, stream: str) -> None:
-        if not self.seqs.knows(stream):  # no record of our own: continue after the server's
-            status = self._stream_or_none(stream)
-            self.seqs.next[stream] = status.last_seq + 1 if status is not None and status.last_seq is not None else 0
+        if not self.seqs.knows(stream):
+            self._continue_after(stream, self._stream_or_none(stream))
 
     def _send_pending(self) -> list[Accepted]:
         out = []
@@ -348,9 +356,7 @@ class Client(_Core):
     # ---- predicting and status ----------------------------------------------------------
     def predict(self, frames, method: str = "softmax", stream: str | None = None) -> PredictResult:
         """Labels for (n, D) frames from the latest snapshot, optionally in ``stream``'s context."""
-        x = _as_frames(frames).astype(np.float32) / (255.0 if np.asarray(frames).dtype == np.uint8 else 1.0)
-        body = {"frames": x.tolist(), "method": method, **({"stream_id": stream} if stream else {})}
-        response = self._retrying("POST", "/v1/predict", json=body)
+        response = self._retrying("POST", "/v1/predict", json=self._predict_body(frames, method, stream))
         self._raise_for(response, "predict")
         return _prediction(response.json())
 
@@ -432,8 +438,7 @@ class AsyncClient(_Core):
 
     async def _know(self, stream: str) -> None:
         if not self.seqs.knows(stream):
-            status = await self._stream_or_none(stream)
-            self.seqs.next[stream] = status.last_seq + 1 if status is not None and status.last_seq is not None else 0
+            self._continue_after(stream, await self._stream_or_none(stream))
 
     async def _send_pending(self) -> list[Accepted]:
         out = []
@@ -460,9 +465,7 @@ class AsyncClient(_Core):
         raise Unavailable(f"{method} {path}: no answer after {self.max_retries + 1} attempts: {error}")
 
     async def predict(self, frames, method: str = "softmax", stream: str | None = None) -> PredictResult:
-        x = _as_frames(frames).astype(np.float32) / (255.0 if np.asarray(frames).dtype == np.uint8 else 1.0)
-        body = {"frames": x.tolist(), "method": method, **({"stream_id": stream} if stream else {})}
-        response = await self._retrying("POST", "/v1/predict", json=body)
+        response = await self._retrying("POST", "/v1/predict", json=self._predict_body(frames, method, stream))
         self._raise_for(response, "predict")
         return _prediction(response.json())
 

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -118,3 +120,35 @@ class System:
                     p.wait()
         if self.redis:
             self.redis.stop()
+
+
+@contextmanager
+def launched(checkpoint_dir: str | Path, **env_overrides: str) -> Iterator[str]:
+    """``ffstream up`` as a subprocess (its own session) on free loopback ports, with
+    ``FFS_*`` overrides; yields the API's base URL once ``/readyz`` answers; stops it all after.
+    For benchmarks and load tests that measure the system from outside."""
+    import httpx
+
+    from service.embedded import free_port
+    from service.probe import wait_ready
+
+    port = free_port()
+    env = {**os.environ, "FFS_PORT": str(port), "FFS_WAKE_METRICS_PORT": str(free_port()),
+           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(checkpoint_dir),
+           "FFS_LOG_LEVEL": "WARNING", **env_overrides}
+    env.pop("FFS_REDIS_URL", None)  # its own private redis-server
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30) as c:
+            if not wait_ready(c, 90):
+                raise RuntimeError("ffstream up did not become ready in 90 s")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

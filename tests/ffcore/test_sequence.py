@@ -48,35 +48,39 @@ def test_fixed_learns_only_the_softmax():
     assert nats[-1] < nats[0]
 
 
-def test_combined_is_one_step_on_both_phases_from_the_same_weights():
-    strings = _strings()
-    model, twin = _model(), _model()
-    update(model, strings, "combined", torch.Generator().manual_seed(3))
-    # by hand: the readout step, then both phases' gradients on the weights before any FF step
+def _by_hand(twin, strings, offline: bool) -> None:
+    """One update written out: the readout step, the positive gradient, and the negatives
+    generated (and scored) by the weights before the FF step (combined, one step on both) or
+    after the positive step (offline, a second step)."""
     contexts, targets, positives = windows_of(strings, 4)
     twin.readout_step(contexts, targets)
     pos, neg = FFGradient.zeros_like(twin), FFGradient.zeros_like(twin)
     twin.add_ff_gradient(positives, "positive", pos)
+    if offline:
+        normalized_step(twin.layers, twin.ff_optimizer, [pos])  # wake
     twin.add_ff_gradient(negative_windows(twin, strings, torch.Generator().manual_seed(3)), "negative", neg)
-    normalized_step(twin.layers, twin.ff_optimizer, [pos, neg])
-    for a, b in zip(_ff_weights(model), _ff_weights(twin)):
+    normalized_step(twin.layers, twin.ff_optimizer, [neg] if offline else [pos, neg])
+
+
+def _assert_same_ff_weights(a_model, b_model):
+    for a, b in zip(_ff_weights(a_model), _ff_weights(b_model)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_combined_is_one_step_on_both_phases_from_the_same_weights():
+    strings = _strings()
+    model, twin = _model(), _model()
+    update(model, strings, "combined", torch.Generator().manual_seed(3))
+    _by_hand(twin, strings, offline=False)
+    _assert_same_ff_weights(model, twin)
 
 
 def test_offline_dreams_its_negatives_with_the_updated_weights():
     strings = _strings()
     model, twin = _model(), _model()
     update(model, strings, "offline", torch.Generator().manual_seed(3))
-    contexts, targets, positives = windows_of(strings, 4)
-    twin.readout_step(contexts, targets)
-    pos = FFGradient.zeros_like(twin)
-    twin.add_ff_gradient(positives, "positive", pos)
-    normalized_step(twin.layers, twin.ff_optimizer, [pos])  # wake
-    neg = FFGradient.zeros_like(twin)  # sleep: the new weights generate and score the negatives
-    twin.add_ff_gradient(negative_windows(twin, strings, torch.Generator().manual_seed(3)), "negative", neg)
-    normalized_step(twin.layers, twin.ff_optimizer, [neg])
-    for a, b in zip(_ff_weights(model), _ff_weights(twin)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _by_hand(twin, strings, offline=True)
+    _assert_same_ff_weights(model, twin)
     combined = _model()
     update(combined, strings, "combined", torch.Generator().manual_seed(3))
     assert not all(torch.allclose(a, b) for a, b in zip(_ff_weights(model), _ff_weights(combined)))
