@@ -22,6 +22,7 @@ Every condition is scored on the same held-out test images.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -41,7 +42,7 @@ from service.settings import Settings
 
 
 def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat: int, window: int, staleness: int,
-              seed: int) -> dict:
+              seed: int, defer: bool = False) -> dict:
     """(c), (d) and the frozen control through ffcore.online, with the service's model settings."""
     torch.manual_seed(seed)
     model = RecurrentFF(model_io.recurrent_config(settings))
@@ -55,14 +56,22 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
             out = learner.learn_step(xb, yb, state)
             state, hits = out.state, hits + int((out.logits.argmax(1) == yb).sum())
             if learner.positive.count >= window:
-                learner.apply(learner.take_positive())
-                sample = learner.take_replay()
+                positive, sample = learner.take_positive(), learner.take_replay()
+                if defer:  # the dream's weights look ahead; the live ones wait for both phases
+                    ahead = copy.deepcopy(model)
+                    OnlineLearner(ahead, learner.config).apply(positive)
+                else:
+                    learner.apply(positive)
+                    ahead = model
+                grads = [positive] if defer else []
                 if not settings.freeze:
-                    wrong = model.negative_labels(sample.frames, sample.labels, gen)
-                    pending.append(negative_gradient(model, sample.frames, wrong, settings.sleep_iterations,
-                                                     sample.state))
+                    wrong = ahead.negative_labels(sample.frames, sample.labels, gen)
+                    grads.append(negative_gradient(ahead, sample.frames, wrong, settings.sleep_iterations,
+                                                   sample.state))
+                pending.append(grads)
                 while len(pending) > staleness:
-                    learner.apply(pending.pop(0))
+                    for g in pending.pop(0):
+                        learner.apply(g)
     seconds = time.perf_counter() - start
     frames = (len(x) // streams) * streams * repeat
     return {"test_error": error_rate(model.predict_fast(x_test).argmax(1), y_test),
@@ -97,7 +106,9 @@ def service_run(args, freeze: bool) -> dict:
     replay = json.loads(out.read_text())
     return {"test_error": replay["curve"][-1]["test_error"], "prequential_error": float("nan"),
             "curve": replay["curve"], "frames_per_second": replay["frames_per_second"],
-            "negatives_applied": replay["negatives_applied"], "seconds": time.perf_counter() - start}
+            **{k: replay[k] for k in ("positive_steps", "negatives_applied", "negatives_missed",
+                                      "negatives_rejected_stale")},
+            "seconds": time.perf_counter() - start}
 
 
 def logistic_regression(x, y, x_test, y_test, *, num_classes: int, lr: float = 0.01) -> dict:
@@ -176,6 +187,9 @@ def main() -> None:
     for s in args.staleness:
         report(f"d wake-sleep staleness {s}", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window,
                                                          staleness=s, **common))
+    for s in args.staleness:
+        report(f"d deferred staleness {s}", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window,
+                                                       staleness=s, defer=True, **common))
     for w in args.windows:
         report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
     frozen = settings.model_copy(update={"freeze": True})

@@ -22,6 +22,7 @@ fraction of each pre-activation's loss derivative for any widths.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -328,6 +329,20 @@ class OnlineLearner:
         if self.config.freeze or grad.count == 0:
             return
         normalized_step(self.model.layers, self.optimizer, [grad], scale)
+
+    @torch.no_grad()
+    def lookahead(self, grad: FFGradient) -> RecurrentFF:
+        """A copy of the model after the step ``apply(grad)`` would take (momentum included),
+        leaving this learner unchanged: the weights a *deferred* positive step's negative phase is
+        computed on. The live weights take the positive and the negative step together once the
+        negatives are back, so the frames stepped meanwhile learn on weights where both phases
+        are balanced (one step old) rather than on weights that have the positive step alone
+        (benchmarks/online_learning.py: 5.63% vs 6.54% MNIST test error with the negatives one
+        step late)."""
+        # the model and the optimizer's momentum together; not the accumulator or the replay
+        ahead = copy.deepcopy(self, {id(self.positive): None, id(self._replay): []})
+        ahead.apply(grad)
+        return ahead.model
 
     @torch.no_grad()
     def step_ratio(self, grad: FFGradient, scale: float = 1.0) -> list[float]:

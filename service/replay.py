@@ -56,7 +56,9 @@ def run_replay(settings: Settings, *, data_dir: Path, dataset: str, frames: int,
     seconds = time.perf_counter() - start
     result = {"dataset": dataset, "frames": total, "streams": streams, "repeat": repeat, "test_size": test_size,
               "seconds": seconds, "frames_per_second": total / seconds, "max_lag_frames": max_lag, "curve": curve,
-              "negatives_applied": model["negatives_applied"], "sleep_cycles": model["sleep"]["cycles"]}
+              "positive_steps": model["positive_steps"], "negatives_applied": model["negatives_applied"],
+              "negatives_missed": model["negatives_missed"], "negatives_rejected_stale": model["negatives_rejected_stale"],
+              "sleep_cycles": model["sleep"]["cycles"]}
     console.print(f"{total} frames in {seconds:.0f} s ({total / seconds:.0f} frames/s), final test error "
                   f"{100 * curve[-1]['test_error']:.2f}%, {model['negatives_applied']} negative updates applied, "
                   f"largest lag {max_lag} frames")

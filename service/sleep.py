@@ -1,9 +1,9 @@
 """The sleep worker: answers each "dream" the wake worker publishes (a sample of the frames its
-last positive step learned from, with labels and stream states) with the negative phase computed
-on the snapshot that includes that step: negative data (supervised: wrong labels drawn from the
-snapshot's own predictions; unsupervised: hybrid frames, two replayed frames mixed through a
-blurred mask) run from each frame's own context, and the FF-loss gradient, tagged with its
-snapshot version, goes onto a Redis queue for the wake worker. Its work is proportional to the
+last positive step learned from, with labels and stream states, and the weights that step makes)
+with the negative phase computed on those weights: negative data (supervised: wrong labels drawn
+from those weights' own predictions; unsupervised: hybrid frames, two replayed frames mixed
+through a blurred mask) run from each frame's own context, and the FF-loss gradient, tagged with
+the dream's snapshot version, goes onto a Redis queue for the wake worker. Its work is proportional to the
 frames it dreams. It can be paused, to watch "sleep deprivation" in the metrics."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class SleepWorker:
         self.cycles = 0
         self.dreamt = 0  # version of the last dream answered
         self._measured = 0.0  # when the goodness gauges were last measured
-        self.model = None  # the snapshot being dreamt with, reloaded in place for each dream
+        self.model = None  # the weights being dreamt with, reloaded in place for each dream
         self.metrics = SleepMetrics()
 
     def stop(self, *_) -> None:
@@ -104,7 +104,7 @@ class SleepWorker:
     def measure_goodness(self, model, positives, labels, negatives, wrong, state) -> None:
         """Mean goodness per layer of the dreamt frames with their true labels (positive) and of
         the negative data (wrong labels, or hybrid frames), after the sleep's iterations from the
-        frames' own stream states, on the snapshot's weights."""
+        frames' own stream states, on the dream's weights."""
         positive, negative = state, state
         for _ in range(self.settings.sleep_iterations):
             positive, g_pos = model.step(positives, labels, positive)
@@ -117,16 +117,15 @@ class SleepWorker:
     def cycle(self) -> int:
         """Answer the latest dream. Returns the number of negative examples generated (0 if none)."""
         start = time.perf_counter()
-        version, blob = self.redis.hmget(self.keys.dream, ["version", "sample"])
-        if version is None or blob is None:
+        version, blob, weights = self.redis.hmget(self.keys.dream, ["version", "sample", "weights"])
+        if version is None or blob is None or weights is None:
             return 0
         version = int(version)
         self.dreamt = version
-        weights = self.redis.get(self.keys.snapshot(version))
-        if weights is None:  # the wake worker has moved on: that dream's moment is gone
-            log.info("snapshot v%d of the dream is gone; skipping it", version)
-            return 0
         model = self.model = load_bytes_into(self.model, weights)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            log.warning("dream v%d has non-finite weights: not answered", version)
+            return 0
         sample = ReplaySample.from_bytes(blob)
         frames, labels = sample.frames, sample.labels
         if self.settings.mode == "unsupervised":  # neutral label on top; the negatives are hybrid frames
@@ -156,7 +155,7 @@ class SleepWorker:
         pipe.hset(self.keys.sleep, mapping={"last_cycle_time": time.time(), "last_cycle_seconds": seconds,
                                             "last_cycle_version": version})
         pipe.execute()
-        log.debug("sleep cycle %d: %d negatives from snapshot v%d in %.3fs", self.cycles, len(frames), version, seconds)
+        log.debug("sleep cycle %d: %d negatives for dream v%d in %.3fs", self.cycles, len(frames), version, seconds)
         return len(frames)
 
 

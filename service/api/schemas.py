@@ -81,7 +81,10 @@ class ModelOut(BaseModel):
     frames_applied: int = Field(0, description="frames the wake worker has learned from")
     frames_duplicate: int = Field(0, description="frames skipped: their client seq was already applied")
     lag: int = Field(0, description="frames accepted, not yet applied")
+    positive_steps: int = Field(0, description="accumulated positive gradients applied, each one optimizer step")
     negatives_applied: int
+    negatives_missed: int = Field(0, description="positive steps taken without the previous step's negatives "
+                                                 "(sleep paused, down or too slow)")
     negatives_rejected_stale: int
     negatives_rejected_invalid: int = 0
     negatives_rejected_exploding: int = 0

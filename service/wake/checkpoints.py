@@ -73,12 +73,13 @@ class Checkpoints:
     def checkpoint(self) -> bool:
         """Weights (safetensors + JSON) and progress in a new folder, made current by atomically
         replacing the LATEST pointer; then the frames it includes are acknowledged. Frames whose
-        positive gradient is still accumulated are applied first, so the weights include them.
+        positive gradient is still accumulated (or deferred, waiting for its negatives) are applied
+        first, so the weights include them.
 
         If the disk refuses (unwritable, full), nothing is acknowledged and nothing half-written
         is left: the worker keeps learning, retries with backoff, and says why in Redis (for
         /readyz, /v1/model and ingest's backpressure) and in a metric. Returns success."""
-        self.positive_step()
+        self.positive_step(flush=True)
         if not self.weights_finite():
             self.publish()  # goes back to the last good snapshot; only finite weights are kept
         name = f"ckpt-{time.time_ns()}"

@@ -1,5 +1,6 @@
 """The negative phase, as it comes back from the sleep worker: checked (version, shape, finite,
-size) and applied through the same update rule as the positive phase."""
+size) and applied through the same update rule as the positive phase, right after the deferred
+positive step it answers."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ class Negatives:
         for eid, fields in entries:
             self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
             version = int(fields[b"version"])
-            if self.awaiting is not None and version >= self.awaiting[0]:
-                self.awaiting = None  # answered (applied or refused): the next positive step may go
+            answered = self.awaiting is not None and version >= self.awaiting.version
+            if answered:  # applied or refused, the deferred positive step goes in now
+                self.release_positive(publish=False)
+                self.awaiting = None  # and the next positive step may go
             if self.version - version > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
                 self.metrics.negatives_rejected.labels("stale").inc()
@@ -47,6 +50,8 @@ class Negatives:
                 continue
             applied += 1
             self._negatives_since_snapshot += 1
+            if answered:  # the positive and negative phases of a step are served together
+                self.publish()
             self.counters["negatives_applied"] += 1
             self.metrics.negatives_applied.inc()
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)

@@ -22,12 +22,14 @@ from service.redis_io import REDIS_ERRORS, FrameEntry, RedisOutage, entry_id_ord
 from service.settings import Settings
 from service.wake.checkpoints import Checkpoints, WakeError
 from service.wake.negatives import Negatives
-from service.wake.rhythm import Rhythm
+from service.wake.rhythm import Awaited, Rhythm
 from service.wake.streams import StreamTable
 
 
 log = logging.getLogger("service.wake")
 CONSUMER = "wake-0"
+# Labeled frames the readout learns ahead of the FF steps (see ``process``).
+READOUT_AHEAD_FRAMES = 128
 
 
 class WakeWorker(Checkpoints, Rhythm, Negatives):
@@ -60,7 +62,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self._last_good = to_bytes(self.model)  # the last published weights (finite by construction)
         self._last_metrics = 0.0
         self._window_started: float | None = None  # when the positive accumulator got its first frame
-        self.awaiting: tuple[int, float] | None = None  # (dream version, since): negatives not yet applied
+        self.awaiting: Awaited | None = None  # the dream whose negatives are not back yet
         self._negatives_checked = 0.0
         self._last_positive_step = 0.0
         self._frames_per_entry = 1.0  # running mean: how many entries make wake_read_count frames
@@ -229,8 +231,14 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         stats = {}
         saved = self.saved_states(list(per_stream))  # I/O before the steps, not inside them
         depth = max((len(v) for v in per_stream.values()), default=0)
-        self.learn_readout(per_stream, depth)
+        # The readout learns a few steps' frames ahead of the FF steps that take them: ahead, so
+        # many frames share one call; a few steps, so its features come from weights at most a
+        # couple of positive steps old (a whole 2,048-frame poll learned up front cost 0.2-0.4
+        # points of MNIST test error in benchmarks/online_learning.py's service run).
+        ahead = max(1, READOUT_AHEAD_FRAMES // max(len(per_stream), 1))
         for k in range(depth):
+            if k % ahead == 0:
+                self.learn_readout(per_stream, k, min(k + ahead, depth))
             batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
             start = time.perf_counter()
             stats = self.step([s for s, _ in batch], [item for _, item in batch], saved) or stats
@@ -273,11 +281,11 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         pipe.execute()
         return applied
 
-    def learn_readout(self, per_stream: OrderedDict, depth: int) -> None:
-        """Prequential: every labeled frame of the batch is predicted (the readout on its bottom-up
-        features, the path /v1/predict takes for a frame without context) before the readout
-        learns from it, in the order the steps take the frames; many steps' frames at once."""
-        order = [(s, items[k]) for k in range(depth) for s, items in per_stream.items()
+    def learn_readout(self, per_stream: OrderedDict, first: int, end: int) -> None:
+        """Prequential: every labeled frame of steps ``first`` to ``end`` (excluded) of the batch is
+        predicted (the readout on its bottom-up features, the path /v1/predict takes for a frame
+        without context) before the readout learns from it, in the order the steps take them."""
+        order = [(s, items[k]) for k in range(first, end) for s, items in per_stream.items()
                  if k < len(items) and items[k][2] >= 0]
         if not order:
             return
@@ -328,8 +336,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         return saved
 
     # ---- snapshots -----------------------------------------------------------------------
-    def weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+    def weights_finite(self, model=None) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in (model or self.model).parameters())
 
     def publish(self) -> bool:
         """Publish the weights as the next snapshot. Weights that are not finite are never served:

@@ -126,14 +126,15 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     wake.setup()
     wake.poll(pending=False)
     assert wake.learner.positive.count == 8  # accumulated, fewer than a window: not applied yet
-    wake.positive_step()  # what a full window (or wake_window_s) triggers: step, snapshot, dream
+    before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    wake.positive_step()  # what a full window (or wake_window_s) triggers: a deferred step, a dream
     assert wake.awaiting is not None and not wake.maybe_positive_step()  # waits for the negatives
+    assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # deferred
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.due()
-    before = [p.detach().clone() for p in wake.model.parameters()]
     assert sleep.cycle() == 8 and not sleep.due()
-    assert wake.apply_negatives() == 1 and wake.awaiting is None
-    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
+    assert wake.apply_negatives() == 1 and wake.awaiting is None  # both phases applied, served
+    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     assert wake.counters["negatives_applied"] == 1
     wake.refresh_metrics()
     w, z = _samples(wake.metrics.registry), _samples(sleep.metrics.registry)
@@ -253,11 +254,12 @@ def test_unsupervised_mode_learns_from_unlabeled_frames_and_dreams_hybrids(setti
     wake.setup()
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     assert wake.poll() == 6
-    wake.positive_step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # learned, no labels
+    wake.positive_step()  # deferred: the weights wait for the negative phase
+    assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 6  # hybrids of the six unlabeled frames
     assert wake.apply_negatives() == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # learned, no labels
     z = _samples(sleep.metrics.registry)
     assert z["ffstream_goodness|layer=0,phase=negative"] > 0
 
