@@ -10,7 +10,10 @@ turn and advance one frame per step. Conditions:
       negatives computed on the updated weights and applied (staleness 0);
   (d) wake-sleep -- the service's rhythm in-process: positives accumulated over ``window``
       frames, a dream of ``sleep_sample`` of them, the negatives applied before the next step;
-      ``--staleness`` > 0 applies them that many positive steps late;
+      ``--staleness`` > 0 applies them that many positive steps late; "deferred" holds the
+      positive step back with its negatives (the service's rhythm: the sleep worker dreams on
+      the weights the step would make, ``OnlineLearner.lookahead``; frames stepped meanwhile see
+      weights one whole step old);
   (ff-frozen) -- (d) with the FF layers frozen: only the readout learns;
   (e) logistic regression on raw pixels, SGD, one image at a time;
   (f) a backprop MLP of the same widths, Adam, one image at a time.
@@ -22,7 +25,6 @@ Every condition is scored on the same held-out test images.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import time
@@ -57,9 +59,8 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
             state, hits = out.state, hits + int((out.logits.argmax(1) == yb).sum())
             if learner.positive.count >= window:
                 positive, sample = learner.take_positive(), learner.take_replay()
-                if defer:  # the dream's weights look ahead; the live ones wait for both phases
-                    ahead = copy.deepcopy(model)
-                    OnlineLearner(ahead, learner.config).apply(positive)
+                if defer:  # the service's rhythm: the dream's weights look ahead, the live ones wait
+                    ahead = learner.lookahead(positive)
                 else:
                     learner.apply(positive)
                     ahead = model

@@ -27,17 +27,19 @@ VARIANTS = {
     "low-contrast": lambda x: 0.45 + 0.1 * x,
     "sparse": lambda x: x * (x > 0.7),
 }
-# (name, settings changed, staleness)
+# (name, settings changed, staleness, deferred positive step)
 CONDITIONS = [
-    ("defaults", {}, 0),
-    ("FF frozen (control)", {"freeze": True}, 0),
-    ("learning rate 0.3", {"learning_rate": 0.3}, 0),
-    ("learning rate 3", {"learning_rate": 3.0}, 0),
-    ("no input centering", {"center_input": False}, 0),
-    ("negatives 1 step late", {}, 1),
-    ("negatives 2 steps late", {}, 2),
-    ("readout not averaged", {"readout_average": 0}, 0),
-    ("logistic temperature 0.25", {"temperature": 0.25}, 0),
+    ("defaults", {}, 0, False),
+    ("FF frozen (control)", {"freeze": True}, 0, False),
+    ("learning rate 0.3", {"learning_rate": 0.3}, 0, False),
+    ("learning rate 3", {"learning_rate": 3.0}, 0, False),
+    ("no input centering", {"center_input": False}, 0, False),
+    ("negatives 1 step late", {}, 1, False),
+    ("negatives 2 steps late", {}, 2, False),
+    ("deferred, 1 step (the service)", {}, 1, True),
+    ("deferred, 2 steps", {}, 2, True),
+    ("readout not averaged", {"readout_average": 0}, 0, False),
+    ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
 ]
 
 
@@ -51,6 +53,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=20_000)
     ap.add_argument("--test-size", type=int, default=5_000)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--conditions", nargs="+", default=[c[0] for c in CONDITIONS], choices=[c[0] for c in CONDITIONS],
+                    metavar="NAME", help="which rows to run (default: all)")
     ap.add_argument("--out", type=Path, default=Path("docs/online_recipe.json"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -61,10 +65,12 @@ def main() -> None:
         f = VARIANTS[variant]
         x, y = f(data.train_x[: args.images]), data.train_y[: args.images]
         x_test, y_test = f(data.test_x[: args.test_size]), data.test_y[: args.test_size]
-        for name, changes, staleness in CONDITIONS:
+        for name, changes, staleness, defer in CONDITIONS:
+            if name not in args.conditions:
+                continue
             settings = base.model_copy(update=changes)
             r = ff_online(settings, x, y, x_test, y_test, streams=16, repeat=2, window=settings.wake_window,
-                          staleness=staleness, seed=0)
+                          staleness=staleness, defer=defer, seed=0)
             results.setdefault(variant, {})[name] = r["test_error"]
             print(f"{variant:13s} {name:28s} test error {100 * r['test_error']:6.2f}%", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ class Keys:
         return f"{self.prefix}:frames:{self.shard}"
 
     @property
-    def dream(self) -> str:  # hash: version, sample (the frames of the last positive step, for sleep)
+    def dream(self) -> str:  # hash: version, sample, weights (the last positive step, for sleep)
         return f"{self.prefix}:dream:{self.shard}"
 
     @property

@@ -121,6 +121,28 @@ def test_wake_sleep_rhythm_with_a_window_of_one_step_equals_the_interleaved_upda
         assert torch.allclose(pa, pb, atol=1e-6)
 
 
+def test_lookahead_is_the_step_apply_takes_and_leaves_the_learner_unchanged():
+    """A deferred positive step: the sleep worker dreams on ``lookahead(grad)``, the live weights
+    take ``apply(grad)`` later. With momentum the two must still be the same step."""
+    learner = OnlineLearner(_model(), OnlineConfig(momentum=0.9))
+    x, labels = torch.rand(10, 20), torch.randint(0, 4, (10,))
+    state = learner.model.initial_state(x)
+    for _ in range(3):  # a momentum buffer that is not zero
+        state = learner.learn_step(x, labels, state).state
+        learner.apply(learner.take_positive())
+    state = learner.learn_step(x, labels, state).state
+    grad = learner.take_positive()
+    before = [p.detach().clone() for p in learner.model.parameters()]
+    momentum = [b.clone() for b in learner.state_tensors().values()]
+    ahead = learner.lookahead(grad)
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(momentum, learner.state_tensors().values()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, ahead.parameters()))
+    learner.apply(grad)
+    for live, looked in zip(learner.model.parameters(), ahead.parameters()):
+        assert torch.equal(live, looked)
+
+
 def test_malformed_gradients_and_samples_are_refused_clearly():
     with pytest.raises(ValueError, match="not a serialized FF gradient"):
         FFGradient.from_bytes(b"junk")
