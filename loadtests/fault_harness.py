@@ -225,7 +225,12 @@ def redis_restart_run(workdir: Path, *, restarts: int = 1, streams: int = 3, dow
         posters.stop()
         if not wait_until(lambda: _applied(client, accepted) == accepted, 120):
             problems.append(f"not caught up: applied {_applied(client, accepted)} vs accepted {accepted}")
-        wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 30)
+        # A dream comes with each deferred positive step; once the posters stop, the last frames
+        # may go into the weights with a checkpoint instead (no dream). If none came, ask for a
+        # cycle: either way the sleep worker must answer after the outage.
+        if not wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 10):
+            client.post("/v1/sleep/trigger")
+            wait_until(lambda: client.get("/v1/model").json()["sleep"]["cycles"] > cycles_before, 30)
         sleep_cycles_after = client.get("/v1/model").json()["sleep"]["cycles"] - cycles_before
         applied_redis = _applied(client, accepted)
         duplicates = {st: client.get(f"/v1/streams/{st}").json()["duplicates"] for st in accepted}
