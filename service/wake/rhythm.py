@@ -77,18 +77,28 @@ class Rhythm:
         self._last_positive_step = time.monotonic()
         self.metrics.positive_steps.inc()
         self.redis.hincrby(self.keys.model, "positive_steps", 1)
-        if flush or sample is None or self.settings.freeze or self.awaiting is not None:
+        dream = sample is not None and not self.settings.freeze and self.awaiting is None
+        if flush or not dream:
+            # At once: the weights include these frames now. A flushed step still gets its
+            # negatives (computed on the weights that include it, applied when they come back).
             self.learner.apply(grad)
-            self.publish()
+            if self.publish() and dream:
+                self._dream(sample, self.model, grad.count, None)
             return
         ahead = self.learner.lookahead(grad)
         if not self.weights_finite(ahead):  # never dreamt with: applied, then rolled back (counted)
             self.learner.apply(grad)
             self.publish()
             return
+        self._dream(sample, ahead, grad.count, grad)
+
+    def _dream(self, sample, weights, frames: int, positive: FFGradient | None) -> None:
+        """Ask the sleep worker for the negative phase of ``sample`` on ``weights``. The step is
+        awaited before the dream is written: if Redis refuses the write, the deferred positive
+        step is applied alone after ``negative_wait_s`` instead of being lost."""
+        self.awaiting = Awaited(self.version, time.monotonic(), positive)
         self.redis.hset(self.keys.dream, mapping={"version": self.version, "sample": sample.to_bytes(),
-                                                  "weights": to_bytes(ahead), "frames": grad.count})
-        self.awaiting = Awaited(self.version, time.monotonic(), grad)
+                                                  "weights": to_bytes(weights), "frames": frames})
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""

@@ -455,3 +455,20 @@ def test_a_failing_checkpoint_is_retried_and_reported_while_learning_goes_on(set
     assert worker.checkpoint() is True
     assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0
     assert b"checkpoint_error" not in sync_redis.hgetall(keys.model)
+
+
+def test_a_checkpoint_applies_the_deferred_step_and_still_asks_for_the_negatives(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(6):
+        _post(sync_redis, keys, "a", 0.1 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll()
+    before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    assert wake.checkpoint()  # the weights it saves include every frame it acknowledges
+    assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
+    assert wake.learner.positive.count == 0 and wake.awaiting is not None and wake.awaiting.positive is None
+    assert int(sync_redis.hget(keys.dream, "version")) == wake.awaiting.version  # negatives still asked for
+    sleep = SleepWorker(settings, sync_client(settings))
+    assert sleep.cycle() == 6
+    assert wake.apply_negatives() == 1 and wake.awaiting is None
