@@ -23,6 +23,7 @@ fraction of each pre-activation's loss derivative for any widths.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -330,19 +331,37 @@ class OnlineLearner:
             return
         normalized_step(self.model.layers, self.optimizer, [grad], scale)
 
-    @torch.no_grad()
+    @contextmanager
+    def trial(self, grad: FFGradient):
+        """The model with the step ``apply(grad)`` would take (momentum included), for the
+        duration of the block; afterwards the weights and the optimizer's state are exactly as
+        before. The weights a *deferred* positive step's negative phase is computed on: the live
+        weights take the positive and the negative step together once the negatives are back, so
+        the frames stepped meanwhile learn on weights where both phases are balanced (one step
+        old) rather than on weights that have the positive step alone (benchmarks/online_learning.py:
+        5.63% vs 6.54% MNIST test error with the negatives one step late)."""
+        params = self.optimizer.param_groups[0]["params"]
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in params]
+        state = {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in self.optimizer.state[p].items()}
+                 for p in params if p in self.optimizer.state}
+        self.apply(grad)
+        try:
+            yield self.model
+        finally:
+            with torch.no_grad():
+                for p, before in zip(params, saved):
+                    p.copy_(before)
+            self.optimizer.state.clear()
+            self.optimizer.state.update(state)
+            for layer in self.model.layers:
+                layer._updates += 1  # cached reduced-precision weights are stale
+
     def lookahead(self, grad: FFGradient) -> RecurrentFF:
-        """A copy of the model after the step ``apply(grad)`` would take (momentum included),
-        leaving this learner unchanged: the weights a *deferred* positive step's negative phase is
-        computed on. The live weights take the positive and the negative step together once the
-        negatives are back, so the frames stepped meanwhile learn on weights where both phases
-        are balanced (one step old) rather than on weights that have the positive step alone
-        (benchmarks/online_learning.py: 5.63% vs 6.54% MNIST test error with the negatives one
-        step late)."""
-        # the model and the optimizer's momentum together; not the accumulator or the replay
-        ahead = copy.deepcopy(self, {id(self.positive): None, id(self._replay): []})
-        ahead.apply(grad)
-        return ahead.model
+        """An independent copy of the model after the step ``apply(grad)`` would take; this
+        learner is unchanged (see :meth:`trial`)."""
+        with self.trial(grad) as model:
+            return copy.deepcopy(model)
 
     @torch.no_grad()
     def step_ratio(self, grad: FFGradient, scale: float = 1.0) -> list[float]:

@@ -2,7 +2,7 @@
 asked of the sleep worker, and how long the next step waits for it.
 
 A positive step is *deferred*: the sleep worker gets a dream (a sample of the frames just learned)
-with the weights the step would make (``OnlineLearner.lookahead``), and the live weights take the
+with the weights the step would make (``OnlineLearner.trial``), and the live weights take the
 positive and the negative step together once the negatives are back. The frames that arrive in
 the meantime are stepped on weights where both phases are balanced, one step old; applying the
 positive step at once would have them learn on weights raised by the positive phase alone
@@ -83,22 +83,23 @@ class Rhythm:
             # negatives (computed on the weights that include it, applied when they come back).
             self.learner.apply(grad)
             if self.publish() and dream:
-                self._dream(sample, self.model, grad.count, None)
+                self._dream(sample, self._last_good, grad.count, None)
             return
-        ahead = self.learner.lookahead(grad)
-        if not self.weights_finite(ahead):  # never dreamt with: applied, then rolled back (counted)
+        with self.learner.trial(grad) as ahead:
+            weights = to_bytes(ahead) if self.weights_finite(ahead) else None
+        if weights is None:  # never dreamt with: applied, then rolled back (counted)
             self.learner.apply(grad)
             self.publish()
             return
-        self._dream(sample, ahead, grad.count, grad)
+        self._dream(sample, weights, grad.count, grad)
 
-    def _dream(self, sample, weights, frames: int, positive: FFGradient | None) -> None:
-        """Ask the sleep worker for the negative phase of ``sample`` on ``weights``. The step is
-        awaited before the dream is written: if Redis refuses the write, the deferred positive
-        step is applied alone after ``negative_wait_s`` instead of being lost."""
+    def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None) -> None:
+        """Ask the sleep worker for the negative phase of ``sample`` on ``weights`` (a snapshot's
+        bytes). The step is awaited before the dream is written: if Redis refuses the write, the
+        deferred positive step is applied alone after ``negative_wait_s`` instead of being lost."""
         self.awaiting = Awaited(self.version, time.monotonic(), positive)
         self.redis.hset(self.keys.dream, mapping={"version": self.version, "sample": sample.to_bytes(),
-                                                  "weights": to_bytes(weights), "frames": frames})
+                                                  "weights": weights, "frames": frames})
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""
