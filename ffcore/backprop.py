@@ -31,13 +31,16 @@ class BackpropMLP(nn.Module):
         self.readout = nn.Linear(features, config.num_classes, bias=False)
         self._act = ACTIVATIONS[config.layer.activation]
         self.optimizer = make_optimizer(self.parameters(), config.layer)
+        self.between: dict[int, object] = {}  # as FFMLP.between; backprop needs them differentiable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, C) logits."""
         kind, ys, h = self.config.layer.goodness, [], x
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             h = self._act(layer(layer_norm(h, kind)))
             ys.append(h)
+            if i in self.between:
+                h = self.between[i](h)
         return self.readout(torch.cat([layer_norm(ys[i], kind) for i in self.config.readout_layer_ids], dim=1))
 
     @torch.no_grad()

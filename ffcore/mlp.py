@@ -100,6 +100,10 @@ class FFMLP(nn.Module):
         )
         features = sum(config.widths[i] for i in config.readout_layer_ids)
         self.readout = LinearReadout(features, config.num_classes, config.readout_lr, config.readout_weight_decay)
+        # Transformations between layers that are not learned and need not be differentiable
+        # (paper section 6, "a black box between layers"): layer i's output passes through
+        # between[i] on its way up; its goodness and the readout still see the layer's own output.
+        self.between: dict[int, object] = {}
 
     # ---- inference -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,6 +121,8 @@ class FFMLP(nn.Module):
             h = layer(h)
             if keep is None or i in keep:
                 ys[i] = h
+            if i in self.between:
+                h = self.between[i](h)
         return ys
 
     def readout_features(self, ys: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -182,6 +188,8 @@ class FFMLP(nn.Module):
             h_pos, h_neg = step.y_pos, step.y_neg
             if i in keep:
                 ys_pos[i] = step.y_pos
+            if i in self.between:
+                h_pos, h_neg = self.between[i](h_pos), self.between[i](h_neg)
             stats[f"loss_{i}"] = step.loss
             stats[f"g_pos_{i}"] = step.goodness_pos
             stats[f"g_neg_{i}"] = step.goodness_neg
