@@ -73,13 +73,14 @@ def train(
     out: Path = typer.Option(Path("runs/latest"), help="run folder: metrics.jsonl, report.json, PNG, checkpoint"),
     eval_every: int = typer.Option(1, min=1, help="validate every N epochs"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    widths: Optional[str] = typer.Option(None, help="override the hidden layers' widths, e.g. 1000,500,100"),
 ):
     """Train a preset; writes a run folder and prints the final report."""
     from ffcore.data.datasets import load_dataset
     from ffcore.experiment import run_preset
     from ffcore.presets import get_preset
 
-    p = get_preset(preset).with_overrides(epochs=epochs, batch_size=batch_size)
+    p = get_preset(preset).with_overrides(epochs=epochs, batch_size=batch_size, widths=parse_widths(widths))
     data = load_dataset(p.dataset, data_dir, seed=seed)
     n_batches = -(-len(data.train_x) // p.batch_size)
     with Progress(
@@ -162,30 +163,36 @@ def compare(
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/compare")),
     eval_every: int = typer.Option(5, min=1, help="validate every N epochs"),
+    widths: Optional[list[str]] = typer.Option(None, help="run every preset with these hidden widths instead "
+                                               "(repeat for several architectures: --widths 500,500 --widths 1000,500)"),
 ):
     """Train several presets, each in its own process (so peak memory is its own), and tabulate
     test error, macro F1, wall time, samples/s and peak memory side by side."""
     from ffcore.presets import get_preset
 
+    architectures = [parse_widths(w) for w in widths] if widths else [None]
     for name in presets:
-        get_preset(name)  # fail fast on a typo, before hours of training
+        for arch in architectures:
+            get_preset(name).with_overrides(widths=arch)  # fail fast on a typo, before hours of training
     reports = []
-    for name in presets:
-        run_dir = out / name
-        cmd = [sys.executable, "-m", "ffcore.cli", "train", "--preset", name, "--device", device,
-               "--seed", str(seed), "--out", str(run_dir), "--quiet", "--eval-every", str(eval_every)]
-        cmd += ["--data-dir", str(data_dir)] if data_dir else []
-        cmd += ["--epochs", str(epochs)] if epochs else []
-        console.print(f"training {name} ...")
-        result = subprocess.run(cmd, stdout=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise ValueError(f"training {name} failed (exit {result.returncode})")
-        reports.append(json.loads((run_dir / "report.json").read_text()))
-    table = Table("preset", "model", "epochs", "test error", "macro F1", "wall s", "samples/s", "peak RSS MiB",
-                  "params", title="side by side, one run")
+    for arch in architectures:
+        for name in presets:
+            run_dir = out / (name if arch is None else f"{name}-{'x'.join(map(str, arch))}")
+            cmd = [sys.executable, "-m", "ffcore.cli", "train", "--preset", name, "--device", device,
+                   "--seed", str(seed), "--out", str(run_dir), "--quiet", "--eval-every", str(eval_every)]
+            cmd += ["--data-dir", str(data_dir)] if data_dir else []
+            cmd += ["--epochs", str(epochs)] if epochs else []
+            cmd += ["--widths", ",".join(map(str, arch))] if arch else []
+            console.print(f"training {run_dir.name} ...")
+            result = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+            if result.returncode != 0:
+                raise ValueError(f"training {run_dir.name} failed (exit {result.returncode})")
+            reports.append(json.loads((run_dir / "report.json").read_text()))
+    table = Table("preset", "model", "widths", "epochs", "test error", "macro F1", "wall s", "samples/s",
+                  "peak RSS MiB", "params", title="side by side, one run")
     for r in reports:
         method, res = next(iter(r["test"].items()))
-        table.add_row(r["preset"], r["kind"], str(r["epochs"]), f"{100 * res['error']:.2f}% ({method})",
+        table.add_row(r["preset"], r["kind"], _widths_text(r), str(r["epochs"]), f"{100 * res['error']:.2f}% ({method})",
                       f"{res['macro_f1']:.4f}", f"{r['wall_seconds']:.0f}", f"{r['train_samples_per_second']:.0f}",
                       f"{r['peak_rss_mb']:.0f}", f"{r['parameters']:,}")
     Console(width=max(160, Console().width)).print(table)
@@ -196,14 +203,33 @@ def compare(
 
 def compare_markdown(reports: list[dict]) -> str:
     """The side-by-side table as Markdown, every prediction method of every model."""
-    lines = ["| preset | model | epochs | method | test error | macro F1 | wall s | train samples/s | peak RSS MiB | parameters |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| preset | model | widths | epochs | method | test error | macro F1 | wall s | train samples/s | "
+             "peak RSS MiB | parameters |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in reports:
         for method, res in r["test"].items():
-            lines.append(f"| {r['preset']} | {r['kind']} | {r['epochs']} | {method} | {100 * res['error']:.2f}% | "
+            lines.append(f"| {r['preset']} | {r['kind']} | {_widths_text(r)} | {r['epochs']} | {method} | "
+                         f"{100 * res['error']:.2f}% | "
                          f"{res['macro_f1']:.4f} | {r['wall_seconds']:.0f} | {r['train_samples_per_second']:.0f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['parameters']:,} |")
     return "\n".join(lines) + "\n"
+
+
+def _widths_text(report: dict) -> str:
+    return "-".join(map(str, report["widths"])) if "widths" in report else "?"
+
+
+def parse_widths(text: str | None) -> tuple[int, ...] | None:
+    """``"1000,500,100"`` -> (1000, 500, 100); a clear error for anything else."""
+    if text is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise ValueError(f"widths must be whole numbers separated by commas, e.g. 1000,500,100; got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths must be positive, got {text!r}")
+    return widths
 
 
 @data_app.command("fetch")

@@ -93,6 +93,7 @@ def run_preset(
         "preset": preset.name,
         "kind": preset.kind,
         "dataset": preset.dataset,
+        "widths": list(preset.model.widths),
         "epochs": preset.epochs,
         "batch_size": preset.batch_size,
         "seed": seed,

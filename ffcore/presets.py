@@ -26,7 +26,11 @@ class Preset:
     batch_size: int = 100
     paper_result: str = ""
 
-    def with_overrides(self, **changes) -> "Preset":
+    def with_overrides(self, widths: tuple[int, ...] | None = None, **changes) -> "Preset":
+        """The preset with ``epochs``, ``batch_size`` or the hidden layers' ``widths`` changed
+        (None: kept)."""
+        if widths is not None:
+            changes["model"] = replace(self.model, widths=tuple(widths))
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

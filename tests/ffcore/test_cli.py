@@ -64,4 +64,17 @@ def test_compare_tabulates_ff_and_backprop_side_by_side(tmp_path):
     assert reports[0]["parameters"] == reports[1]["parameters"]
     table = (out / "compare.md").read_text().splitlines()
     assert len(table) == 2 + 3  # header, rule, FF goodness + FF softmax + BP softmax
-    assert table[2].startswith("| synthetic-ff | ff | 1 | goodness |")
+    assert table[2].startswith("| synthetic-ff | ff | 128-128-128 | 1 | goodness |")
+
+
+def test_compare_runs_every_preset_at_every_architecture_asked_for(tmp_path):
+    out = tmp_path / "archs"
+    result = runner.invoke(app, ["compare", "synthetic-ff", "synthetic-bp", "--epochs", "1", "--out", str(out),
+                                 "--widths", "32,16", "--widths", "24"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads((out / "compare.json").read_text())
+    assert [(r["kind"], r["widths"]) for r in reports] == [("ff", [32, 16]), ("bp", [32, 16]), ("ff", [24]), ("bp", [24])]
+    assert reports[0]["parameters"] == reports[1]["parameters"] != reports[2]["parameters"]
+    assert (out / "synthetic-ff-32x16" / "report.json").exists()
+    bad = runner.invoke(app, ["compare", "synthetic-ff", "--out", str(out), "--widths", "32,x"])
+    assert bad.exit_code != 0 and "whole numbers separated by commas" in bad.output
