@@ -123,7 +123,7 @@ def _print_report(report: dict, out: Path) -> None:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="a checkpoint folder (model.safetensors + config.json)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder with the IDX files"),
-    dataset: Optional[str] = typer.Option(None, help="mnist | fashion-mnist | synthetic (default: the preset's)"),
+    dataset: Optional[str] = typer.Option(None, help="mnist | fashion-mnist | cifar10 | synthetic (default: the preset's)"),
     split: str = typer.Option("test", help="test | val"),
     device: str = typer.Option("auto"),
 ):
@@ -235,7 +235,7 @@ def parse_widths(text: str | None) -> tuple[int, ...] | None:
 @data_app.command("fetch")
 @user_errors
 def data_fetch(
-    dataset: str = typer.Argument(..., help="mnist | fashion-mnist"),
+    dataset: str = typer.Argument(..., help="mnist | fashion-mnist | cifar10"),
     dest: Path = typer.Option(..., help="folder to put the four IDX files in"),
     base_url: Optional[str] = typer.Option(None, help="a mirror to download from instead"),
 ):

@@ -16,7 +16,7 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-DATASETS = ("mnist", "fashion-mnist", "synthetic")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 
 
 @dataclass
@@ -103,6 +103,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -
         return load_synthetic(seed=seed)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if name == "cifar10":
+        if data_dir is None:
+            raise ValueError("dataset 'cifar10' needs --data-dir (a folder with cifar-10-binary.tar.gz)")
+        from ffcore.data.cifar import load_cifar10
+
+        return load_cifar10(data_dir)
     if data_dir is None:
         raise ValueError(f"dataset {name!r} needs --data-dir (a folder with the four IDX files)")
     return load_idx_dataset(data_dir)

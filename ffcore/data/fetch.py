@@ -51,6 +51,11 @@ SOURCES: dict[str, Source] = {
             RemoteFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
         ),
     ),
+    # The binary version (no pickle); checksum as published on the CIFAR page.
+    "cifar10": Source(
+        "https://www.cs.toronto.edu/~kriz/",
+        (RemoteFile("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530"),),
+    ),
 }
 
 
