@@ -42,7 +42,7 @@ def train(name: str, kind: str, config: MLPConfig, data, args) -> dict:
     report = run_preset(preset, data_dir=args.data_dir, out=out, seed=args.seed, eval_every=args.epochs, data=data)
     model = load_checkpoint(out / "checkpoint")
     weights = [layer.linear.weight if kind == "ff" else layer.weight for layer in model.layers]
-    report["mean_abs_weight"] = [float(w.abs().mean()) for w in weights]
+    report["mean_abs_weight"] = [float(w.detach().abs().mean()) for w in weights]
     errors = ", ".join(f"{m} {100 * r['error']:.2f}%" for m, r in report["test"].items())
     print(f"{name:28s} {errors}  mean |w| {[round(w, 4) for w in report['mean_abs_weight']]}  "
           f"({report['wall_seconds']:.0f} s)", flush=True)

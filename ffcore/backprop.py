@@ -23,10 +23,16 @@ class BackpropMLP(nn.Module):
         super().__init__()
         self.config = config
         dims = (config.input_dim, *config.widths)
-        self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(config.widths)))
-        for layer in self.layers:
-            nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
-            nn.init.zeros_(layer.bias)
+        if config.receptive_fields is not None:  # the same connectivity as the FF net
+            from ffcore.local import layout_masks, masked_linear
+
+            self.layers = nn.ModuleList(masked_linear(m) for m in layout_masks(config.receptive_fields,
+                                                                               config.image_shape))
+        else:
+            self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(config.widths)))
+            for layer in self.layers:
+                nn.init.normal_(layer.weight, std=1.0 / math.sqrt(layer.in_features))
+                nn.init.zeros_(layer.bias)
         features = sum(config.widths[i] for i in config.readout_layer_ids)
         self.readout = nn.Linear(features, config.num_classes, bias=False)
         self._act = ACTIVATIONS[config.layer.activation]

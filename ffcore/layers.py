@@ -183,6 +183,9 @@ class FFLayer(nn.Module, ABC):
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         """(B, D) length-normalized input -> (B, N) pre-activations."""
 
+    def before_step(self) -> None:
+        """A hook between a step's gradient and the optimizer (a masked layer masks it)."""
+
     def build_optimizer(self) -> None:
         """Every layer learns with its own optimizer: there is no global backward pass."""
         self.optimizer = make_optimizer(self.parameters(), self.config)
@@ -237,6 +240,7 @@ class FFLayer(nn.Module, ABC):
         loss, y_pos, y_neg = self.local_loss(x_pos, x_neg)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.before_step()
         self.optimizer.step()
         self._updates += 1
         with torch.no_grad():
@@ -281,6 +285,7 @@ class FFLayer(nn.Module, ABC):
         dz = torch.cat(grads) if len(grads) == 2 else grads[0]
         self.linear.weight.grad = self.matmul(dz.T, x_norm)
         self.linear.bias.grad = dz.sum(dim=0)
+        self.before_step()
         self.optimizer.step()
         self._updates += 1
         self.optimizer.zero_grad(set_to_none=True)

@@ -45,6 +45,9 @@ class MLPConfig(LayerStackConfig):
     readout_layers: tuple[int, ...] | None = None  # None: all but the first (supervised), last three (unsup.)
     readout_lr: float = 1e-2
     readout_weight_decay: float = 3e-3
+    # Local receptive fields without weight sharing (ffcore.local; "footnote8": the paper's
+    # footnote-8 layout, widths 2048, 1980, 2048 on 28 x 28 images); None: fully connected.
+    receptive_fields: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -60,6 +63,18 @@ class MLPConfig(LayerStackConfig):
             raise ValueError("unsupervised FF makes hybrid images: set image_shape")
         if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != self.input_dim:
             raise ValueError(f"image_shape {self.image_shape} does not hold input_dim {self.input_dim}")
+        if self.receptive_fields is not None:
+            from ffcore.local import layout_masks
+
+            if self.mode == "supervised":
+                raise ValueError("local receptive fields are for unsupervised FF (the label pixels have no place in them)")
+            if self.image_shape is None:
+                raise ValueError("local receptive fields need image_shape")
+            shapes = [tuple(m.shape) for m in layout_masks(self.receptive_fields, self.image_shape)]
+            if tuple(s[0] for s in shapes) != self.widths or shapes[0][1] != self.input_dim:
+                raise ValueError(f"receptive fields {self.receptive_fields!r} make layers of "
+                                 f"{[s[0] for s in shapes]} units over {shapes[0][1]} inputs; "
+                                 f"widths are {list(self.widths)}, input_dim {self.input_dim}")
         for name in ("goodness_layers", "readout_layers"):
             chosen = getattr(self, name)
             if chosen is not None:
@@ -95,9 +110,15 @@ class FFMLP(nn.Module):
         super().__init__()
         self.config = config
         dims = (config.input_dim, *config.widths)
-        self.layers = nn.ModuleList(
-            FFLinear(dims[i], dims[i + 1], theta, config.layer) for i, theta in enumerate(config.thresholds)
-        )
+        if config.receptive_fields is not None:
+            from ffcore.local import FFMasked, layout_masks
+
+            masks = layout_masks(config.receptive_fields, config.image_shape)
+            self.layers = nn.ModuleList(FFMasked(m, theta, config.layer) for m, theta in zip(masks, config.thresholds))
+        else:
+            self.layers = nn.ModuleList(
+                FFLinear(dims[i], dims[i + 1], theta, config.layer) for i, theta in enumerate(config.thresholds)
+            )
         features = sum(config.widths[i] for i in config.readout_layer_ids)
         self.readout = LinearReadout(features, config.num_classes, config.readout_lr, config.readout_weight_decay)
         # Transformations between layers that are not learned and need not be differentiable

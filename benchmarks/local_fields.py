@@ -1,0 +1,87 @@
+"""Local receptive fields: a masked dense layer (footnote 13, what ``ffcore.local.FFMasked`` does)
+against an explicit locally connected computation (each location's inputs gathered, one batched
+matrix product over locations), for the three layers of the footnote-8 net: the pre-activations
+of a batch and the closed-form weight gradient, as one FF step does them. Same results
+(checked), time per batch on this machine.
+
+    python benchmarks/local_fields.py --out docs/local_fields.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ffcore.experiment import hardware
+from ffcore.local import footnote8_masks
+
+
+def explicit_layout(mask: torch.Tensor, locations: int) -> torch.Tensor:
+    """(locations, inputs per location): which inputs each location's units read."""
+    per_location = mask.reshape(locations, -1, mask.shape[1])[:, 0]  # every channel of a location reads the same
+    return torch.stack([row.nonzero().squeeze(1) for row in per_location])
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=200, help="rows per step (positive and negative data together)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("docs/local_fields.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    for i, (mask, locations) in enumerate(zip(footnote8_masks(), (16, 9, 4))):
+        n_out, n_in = mask.shape
+        weight = torch.randn(n_out, n_in) * mask
+        x = torch.rand(args.batch, n_in)
+        dz = torch.randn(args.batch, n_out)
+        index = explicit_layout(mask, locations)  # (L, K)
+        channels = n_out // locations
+        local_w = torch.stack([weight[k * channels:(k + 1) * channels, index[k]] for k in range(locations)])  # (L, C, K)
+
+        def dense():
+            z = x @ weight.T
+            grad = (dz.T @ x) * mask
+            return z, grad
+
+        def local():
+            patches = x[:, index].transpose(0, 1)  # (L, B, K)
+            z = torch.bmm(patches, local_w.transpose(1, 2))  # (L, B, C)
+            grad = torch.bmm(dz.reshape(args.batch, locations, channels).transpose(0, 1).transpose(1, 2), patches)
+            return z.transpose(0, 1).reshape(args.batch, n_out), grad  # grad: (L, C, K)
+
+        z_dense, g_dense = dense()
+        z_local, g_local = local()
+        assert torch.allclose(z_dense, z_local, atol=1e-3), "the two computations disagree"
+        for k in range(locations):
+            assert torch.allclose(g_dense[k * channels:(k + 1) * channels, index[k]], g_local[k], atol=1e-3)
+        row = {"layer": i + 1, "units": n_out, "inputs": n_in, "locations": locations,
+               "inputs_per_location": int(index.shape[1]),
+               "dense_mult_adds": 2 * n_out * n_in, "local_mult_adds": 2 * n_out * int(index.shape[1]),
+               "masked_dense_ms": 1e3 * timed(dense, args.repeats), "locally_connected_ms": 1e3 * timed(local, args.repeats)}
+        rows.append(row)
+        print(f"layer {row['layer']}: masked dense {row['masked_dense_ms']:.2f} ms, locally connected "
+              f"{row['locally_connected_ms']:.2f} ms per {args.batch}-row step "
+              f"({row['dense_mult_adds'] / row['local_mult_adds']:.1f}x the multiply-adds dense)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
+                                    "args": {k: str(v) for k, v in vars(args).items()}, "layers": rows}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

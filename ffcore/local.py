@@ -1,0 +1,95 @@
+"""Local receptive fields without weight sharing (paper 3.2, footnotes 8 and 13): each hidden unit
+sees one patch of the layer below, and units at different places have their own weights.
+
+Built as a masked dense layer (footnote 13): a fully connected :class:`FFLinear` whose weights are
+zero outside each unit's receptive field, and stay zero because its gradient is masked as well
+(so SGD with momentum and weight decay, and Adam, never move them). Measured on this CPU against
+an explicit locally connected computation (gathering each location's patch, one batched matrix
+product per location): see docs/RESULTS.md, "Local receptive fields".
+
+Units are ordered location-major: unit ``loc * channels + c``; locations row-major on their grid.
+
+The footnote-8 architecture on 28 x 28 images:
+  layer 1: a 4 x 4 grid with stride 6, 10 x 10 fields, 128 channels (2,048 units);
+  layer 2: a 3 x 3 grid, 220 channels, each location over 2 x 2 neighbouring locations of layer 1
+           (1,980 units);
+  layer 3: a 2 x 2 grid, 512 channels, each over 2 x 2 neighbouring locations of layer 2 (2,048).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ffcore.layers import FFLinear, LayerConfig
+
+
+def pixel_mask(image_shape: tuple[int, int], grid: int, stride: int, field: int, channels: int) -> torch.Tensor:
+    """(grid * grid * channels, H * W): location (i, j) sees the field x field pixels whose top
+    left corner is (i * stride, j * stride)."""
+    h, w = image_shape
+    if (grid - 1) * stride + field > min(h, w):
+        raise ValueError(f"a {grid} x {grid} grid with stride {stride} and {field}-pixel fields does not fit "
+                         f"{h} x {w} images")
+    mask = torch.zeros(grid * grid, channels, h, w)
+    for i in range(grid):
+        for j in range(grid):
+            mask[i * grid + j, :, i * stride : i * stride + field, j * stride : j * stride + field] = 1
+    return mask.reshape(grid * grid * channels, h * w)
+
+
+def location_mask(in_grid: int, in_channels: int, grid: int, span: int, channels: int) -> torch.Tensor:
+    """(grid^2 * channels, in_grid^2 * in_channels): location (i, j) sees the span x span input
+    locations (i..i+span-1, j..j+span-1), all their channels."""
+    if in_grid - span + 1 != grid:
+        raise ValueError(f"a {grid} x {grid} grid over {span} x {span} neighbourhoods needs a "
+                         f"{grid + span - 1} x {grid + span - 1} grid below, not {in_grid} x {in_grid}")
+    mask = torch.zeros(grid, grid, channels, in_grid, in_grid, in_channels)
+    for i in range(grid):
+        for j in range(grid):
+            mask[i, j, :, i : i + span, j : j + span, :] = 1
+    return mask.reshape(grid * grid * channels, in_grid * in_grid * in_channels)
+
+
+def footnote8_masks(image_shape: tuple[int, int] = (28, 28)) -> list[torch.Tensor]:
+    return [pixel_mask(image_shape, grid=4, stride=6, field=10, channels=128),
+            location_mask(in_grid=4, in_channels=128, grid=3, span=2, channels=220),
+            location_mask(in_grid=3, in_channels=220, grid=2, span=2, channels=512)]
+
+
+LAYOUTS = {"footnote8": footnote8_masks}
+
+
+def layout_masks(name: str, image_shape: tuple[int, int]) -> list[torch.Tensor]:
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown receptive-field layout {name!r}; choose one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name](image_shape)
+
+
+class FFMasked(FFLinear):
+    """A fully connected FF layer restricted to local receptive fields by a fixed 0/1 mask."""
+
+    def __init__(self, mask: torch.Tensor, threshold: float, config: LayerConfig):
+        out_features, in_features = mask.shape
+        super().__init__(in_features, out_features, threshold, config)
+        self.register_buffer("mask", mask.clone(), persistent=False)  # rebuilt from the config
+        fan_in = mask.sum(dim=1, keepdim=True).clamp_min(1)
+        with torch.no_grad():  # std 1/sqrt(fan-in): O(1) pre-activations from an RMS-normalized input
+            self.linear.weight.copy_(torch.randn_like(self.linear.weight) / fan_in.sqrt() * self.mask)
+
+    def before_step(self) -> None:
+        """The gradient outside the fields is zero, so no optimizer moves those weights."""
+        if self.linear.weight.grad is not None:
+            self.linear.weight.grad.mul_(self.mask)
+
+
+def masked_linear(mask: torch.Tensor) -> nn.Linear:
+    """The backprop twin's layer: a Linear with the same mask, applied in its forward pass."""
+    out_features, in_features = mask.shape
+    layer = nn.Linear(in_features, out_features)
+    layer.register_buffer("mask", mask.clone(), persistent=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn_like(layer.weight) / mask.sum(dim=1, keepdim=True).clamp_min(1).sqrt() * mask)
+        layer.bias.zero_()
+    layer.weight.register_hook(lambda grad: grad * layer.mask)  # the weights outside never move
+    return layer
