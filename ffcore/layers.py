@@ -183,9 +183,6 @@ class FFLayer(nn.Module, ABC):
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         """(B, D) length-normalized input -> (B, N) pre-activations."""
 
-    def before_step(self) -> None:
-        """A hook between a step's gradient and the optimizer (a masked layer masks it)."""
-
     def build_optimizer(self) -> None:
         """Every layer learns with its own optimizer: there is no global backward pass."""
         self.optimizer = make_optimizer(self.parameters(), self.config)
@@ -240,7 +237,6 @@ class FFLayer(nn.Module, ABC):
         loss, y_pos, y_neg = self.local_loss(x_pos, x_neg)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.before_step()
         self.optimizer.step()
         self._updates += 1
         with torch.no_grad():
@@ -283,9 +279,8 @@ class FFLayer(nn.Module, ABC):
         if cfg.peer_normalization > 0 and y_pos is not None:
             loss += self._peer_gradient(z[:n_pos], y_pos, grads[0])
         dz = torch.cat(grads) if len(grads) == 2 else grads[0]
-        self.linear.weight.grad = self.matmul(dz.T, x_norm)
+        self.linear.weight.grad = self.weight_gradient(dz, x_norm)
         self.linear.bias.grad = dz.sum(dim=0)
-        self.before_step()
         self.optimizer.step()
         self._updates += 1
         self.optimizer.zero_grad(set_to_none=True)
@@ -307,6 +302,10 @@ class FFLayer(nn.Module, ABC):
         # Dead ReLUs count as having slope 1 here (see _peer_loss), so they can come back.
         dz_pos += dy if cfg.activation == "relu" else dy * _activation_derivative(cfg.activation, z_pos, y_pos)
         return float(cfg.peer_normalization * deviation.square().mean())
+
+    def weight_gradient(self, dz: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
+        """``dz.T @ x_norm``: the weight gradient of a batch, a sum of outer products."""
+        return self.matmul(dz.T, x_norm)
 
     def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a @ b`` in the layer's matmul precision (float32, or bfloat16 products with float32 results)."""

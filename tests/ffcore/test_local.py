@@ -83,3 +83,13 @@ def test_the_layout_is_checked_and_round_trips_through_a_checkpoint(tmp_path):
     again = load_checkpoint(tmp_path / "ckpt")
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
     assert isinstance(again.layers[0], FFMasked) and torch.equal(again.layers[1].mask, model.layers[1].mask)
+
+
+def test_the_locally_connected_gradient_is_the_dense_gradient_inside_the_fields():
+    torch.manual_seed(0)
+    mask = location_mask(in_grid=3, in_channels=4, grid=2, span=2, channels=6)
+    layer = FFMasked(mask, threshold=1.0, config=LayerConfig())
+    dz, x_norm = torch.randn(5, mask.shape[0]), torch.randn(5, mask.shape[1])
+    assert torch.allclose(layer.weight_gradient(dz, x_norm), (dz.T @ x_norm) * mask, atol=1e-5)
+    z_dense = x_norm @ (layer.linear.weight * mask).T + layer.linear.bias
+    assert torch.allclose(layer.connect(x_norm), z_dense, atol=1e-5)
