@@ -38,7 +38,7 @@ GOODNESS = ("max_ssq", "min_ssq", "max_sum", "min_sum")
 def train(name: str, kind: str, config: MLPConfig, data, args) -> dict:
     """One run through the library's own training loop; the report plus weight magnitudes."""
     preset = Preset(name, name, args.dataset, kind, config, epochs=args.epochs)
-    out = args.out / "runs" / name
+    out = Path("runs") / "followups" / name  # run folders (checkpoints) stay out of docs/
     report = run_preset(preset, data_dir=args.data_dir, out=out, seed=args.seed, eval_every=args.epochs, data=data)
     model = load_checkpoint(out / "checkpoint")
     weights = [layer.linear.weight if kind == "ff" else layer.weight for layer in model.layers]

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ffcore.goodness import layer_norm
+from ffcore.goodness import direction, layer_norm
 from ffcore.layers import ACTIVATIONS, make_optimizer
 from ffcore.mlp import MLPConfig
 
@@ -47,7 +47,7 @@ class BackpropMLP(nn.Module):
             ys.append(h)
             if i in self.between:
                 h = self.between[i](h)
-        return self.readout(torch.cat([layer_norm(ys[i], kind) for i in self.config.readout_layer_ids], dim=1))
+        return self.readout(torch.cat([direction(ys[i]) for i in self.config.readout_layer_ids], dim=1))
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ffcore.goodness import goodness, layer_norm
+from ffcore.goodness import direction, goodness
 from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
 from ffcore.negatives import (
     all_label_inputs,
@@ -147,8 +147,7 @@ class FFMLP(nn.Module):
         return ys
 
     def readout_features(self, ys: dict[int, torch.Tensor]) -> torch.Tensor:
-        kind = self.config.layer.goodness
-        return torch.cat([layer_norm(ys[i], kind) for i in self.config.readout_layer_ids], dim=1)
+        return torch.cat([direction(ys[i]) for i in self.config.readout_layer_ids], dim=1)
 
     def _readout_input(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.readout_features(self.activities(inputs, self.config.readout_layer_ids))

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffcore.delta import WeightDelta
-from ffcore.goodness import activity_measure, goodness, layer_norm
+from ffcore.goodness import activity_measure, direction, goodness, layer_norm
 from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
 from ffcore.negatives import NEUTRAL_LABEL_VALUE, wrong_labels_hard, wrong_labels_uniform
 from ffcore.readout import LinearReadout
@@ -248,8 +248,7 @@ class RecurrentFF(nn.Module):
     # ---- labels -----------------------------------------------------------------------------
     @torch.no_grad()
     def readout_logits(self, state: RecurrentState) -> torch.Tensor:
-        kind = self.config.layer.goodness
-        return self.served_readout(torch.cat([layer_norm(y, kind) for y in state.activities], dim=1))
+        return self.served_readout(torch.cat([direction(y) for y in state.activities], dim=1))
 
     def served_readout(self, features: torch.Tensor) -> torch.Tensor:
         """(B, F) -> (B, C) logits of the readout that predictions use (averaged, if configured)."""
@@ -261,8 +260,7 @@ class RecurrentFF(nn.Module):
     def bottom_up_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, sum of widths): the normalized hidden activities of one bottom-up pass, the
         readout's input."""
-        kind = self.config.layer.goodness
-        return torch.cat([layer_norm(y, kind) for y in self.initial_state(frames).activities], dim=1)
+        return torch.cat([direction(y) for y in self.initial_state(frames).activities], dim=1)
 
     @torch.no_grad()
     def predict_fast(self, frames: torch.Tensor) -> torch.Tensor:
@@ -314,7 +312,7 @@ class RecurrentFF(nn.Module):
         """K damped iterations on a batch of static images with interleaved positive and negative
         updates at every iteration; the readout learns from the bottom-up pass."""
         init = self.initial_state(frames)
-        features = torch.cat([layer_norm(y, self.config.layer.goodness) for y in init.activities], dim=1)
+        features = torch.cat([direction(y) for y in init.activities], dim=1)
         readout_loss, _ = self.readout.train_step(features, labels)
         neg_labels = self.negative_labels(frames, labels, generator)
         pos_state, neg_state = init, init.clone()

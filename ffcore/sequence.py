@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ffcore.data.text import ALPHABET
-from ffcore.goodness import goodness, layer_norm
+from ffcore.goodness import direction, goodness
 from ffcore.layers import FFLinear, LayerConfig, ff_dz, threshold_schedule
 from ffcore.online import FFGradient, normalized_step
 
@@ -91,7 +91,7 @@ class NextCharFF(nn.Module):
         x, out = self.one_hot(windows), []
         for layer in self.layers:
             x = layer(x)
-            out.append(layer_norm(x, layer.config.goodness))
+            out.append(direction(x))
         # Unit length overall (components O(1/sqrt(width))), so one readout step size suits any width.
         return torch.cat(out, dim=1) / math.sqrt(self.config.depth * self.config.hidden)
 

@@ -88,3 +88,22 @@ def test_config_refuses_bad_values(changes, message):
 def test_config_dict_round_trip():
     cfg = get_preset("mnist-ff-unsup-4x2000").model
     assert MLPConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_readout_reads_each_layers_direction_at_unit_rms_for_every_goodness_kind():
+    """L1-normalized sparse activities are large (units / active units); the readout's input is
+    the same direction at unit RMS, so its step size holds for the unsquared goodness too."""
+    from ffcore.layers import LayerConfig
+
+    torch.manual_seed(0)
+    cfg = MLPConfig(input_dim=24, num_classes=3, widths=(40, 30), image_shape=None,
+                    layer=LayerConfig(goodness="max_sum"))
+    model = FFMLP(cfg)
+    x = model.encode(torch.rand(6, 24))
+    ys = model.activities(x)
+    ys[1] = torch.rand(6, 30) * (torch.arange(30) < 2) + 0.1 * (torch.arange(30) < 2)  # 2 of 30 units active
+    features = model.readout_features(ys)
+    assert torch.allclose(features.square().mean(dim=1), torch.ones(6), atol=1e-4)
+    direction = ys[1] / ys[1].norm(dim=1, keepdim=True)
+    assert torch.allclose(features / features.norm(dim=1, keepdim=True), direction, atol=1e-5)
+    assert features.abs().max() <= 30 ** 0.5 + 1e-4  # unit RMS: none above sqrt(units); the L1 scale allowed 30
