@@ -76,9 +76,9 @@ def layer_norm(y: torch.Tensor, kind: str = "max_ssq") -> torch.Tensor:
 def direction(y: torch.Tensor) -> torch.Tensor:
     """Each activity vector's direction at unit RMS: what a readout reads, for every goodness kind.
     L1 and L2 normalization keep the same direction and differ only in scale, but a sparse vector
-    divided by its mean absolute value has components of the order of (units / active units):
-    170 for a 500-unit ReLU layer with 1% active, enough to throw a softmax readout's SGD to
-    chance (measured: benchmarks/followups.py goodness). Unit RMS keeps them near sqrt of that."""
+    divided by its mean absolute value has components of the order of (units / active units),
+    170 for a 500-unit ReLU layer with 1% active; at unit RMS they stay near the square root of
+    that, so one readout step size suits every kind."""
     return layer_norm(y, "max_ssq")
 
 
