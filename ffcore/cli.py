@@ -74,13 +74,16 @@ def train(
     eval_every: int = typer.Option(1, min=1, help="validate every N epochs"),
     quiet: bool = typer.Option(False, help="no progress bar"),
     widths: Optional[str] = typer.Option(None, help="override the hidden layers' widths, e.g. 1000,500,100"),
+    jitter: Optional[int] = typer.Option(None, min=0, help="shift training images by up to this many pixels "
+                                         "each way, a random shift per image per batch (paper 3.3)"),
 ):
     """Train a preset; writes a run folder and prints the final report."""
     from ffcore.data.datasets import load_dataset
     from ffcore.experiment import run_preset
     from ffcore.presets import get_preset
 
-    p = get_preset(preset).with_overrides(epochs=epochs, batch_size=batch_size, widths=parse_widths(widths))
+    p = get_preset(preset).with_overrides(epochs=epochs, batch_size=batch_size, widths=parse_widths(widths),
+                                          jitter=jitter)
     data = load_dataset(p.dataset, data_dir, seed=seed)
     n_batches = -(-len(data.train_x) // p.batch_size)
     with Progress(

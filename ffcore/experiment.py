@@ -21,7 +21,7 @@ import torch
 from ffcore.checkpoint import build_model, save_checkpoint
 from ffcore.data.datasets import Splits, load_dataset
 from ffcore.device import resolve_device
-from ffcore.plots import plot_learning_curve
+from ffcore.plots import plot_learning_curve, plot_receptive_fields
 from ffcore.presets import Preset
 from ffcore.train import EpochRecord, evaluate, fit
 
@@ -85,7 +85,7 @@ def run_preset(
 
     start = time.perf_counter()
     records = fit(model, data, epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
-                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch)
+                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch, jitter=preset.jitter)
     train_seconds = sum(r.seconds for r in records)
     test = evaluate(model, data.test_x, data.test_y, data.num_classes)
     wall = time.perf_counter() - start
@@ -96,6 +96,7 @@ def run_preset(
         "widths": list(preset.model.widths),
         "epochs": preset.epochs,
         "batch_size": preset.batch_size,
+        "jitter": preset.jitter,
         "seed": seed,
         "device": str(dev),
         "parameters": count_parameters(model),
@@ -112,4 +113,8 @@ def run_preset(
     save_checkpoint(model, out / "checkpoint", extra={"preset": preset.name, "test": test})
     (out / "report.json").write_text(json.dumps(report, indent=2))
     plot_learning_curve(history, out / "learning_curve.png", title=f"{preset.name} ({dev})")
+    first = model.layers[0]
+    weight = first.linear.weight if hasattr(first, "linear") else getattr(first, "weight", None)
+    if weight is not None:  # the first layer's receptive fields, as in the paper's figure 2
+        plot_receptive_fields(weight, data.image_shape, out / "receptive_fields.png", title=preset.name)
     return report

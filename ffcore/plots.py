@@ -32,3 +32,27 @@ def plot_learning_curve(history: list[dict], path: str | Path, title: str = "") 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_receptive_fields(weight, image_shape: tuple[int, int], path: str | Path, count: int = 100,
+                          title: str = "") -> Path:
+    """The incoming weights of the first ``count`` units of a first layer over the image (its first
+    H*W inputs; a recurrent layer's top-down inputs are not drawn), each on its own symmetric
+    colour scale, in a square grid (paper figure 2)."""
+    import math
+
+    path = Path(path)
+    h, w = image_shape
+    fields = weight.detach().float().cpu()[:count, : h * w]
+    side = math.ceil(math.sqrt(len(fields)))
+    fig, axes = plt.subplots(side, side, figsize=(side, side))
+    for ax in getattr(axes, "flat", [axes]):
+        ax.axis("off")
+    for ax, field in zip(getattr(axes, "flat", [axes]), fields):
+        scale = float(field.abs().max()) or 1.0
+        ax.imshow(field.reshape(h, w).numpy(), cmap="bwr", vmin=-scale, vmax=scale)
+    fig.suptitle(title or "first-layer receptive fields")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -25,10 +25,11 @@ class Preset:
     epochs: int
     batch_size: int = 100
     paper_result: str = ""
+    jitter: int = 0  # training images shifted by up to this many pixels each way (paper 3.3)
 
     def with_overrides(self, widths: tuple[int, ...] | None = None, **changes) -> "Preset":
-        """The preset with ``epochs``, ``batch_size`` or the hidden layers' ``widths`` changed
-        (None: kept)."""
+        """The preset with ``epochs``, ``batch_size``, ``jitter`` or the hidden layers' ``widths``
+        changed (None: kept)."""
         if widths is not None:
             changes["model"] = replace(self.model, widths=tuple(widths))
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -45,6 +46,11 @@ SYNTH_FF_LAYER = replace(FF_LAYER, lr=3e-3)
 _PRESETS = [
     Preset("mnist-ff-4x2000", "supervised FF, label in the first 10 pixels, hard negatives (paper 3.3)",
            "mnist", "ff", MLPConfig(layer=FF_LAYER), epochs=60, paper_result="1.36% test error"),
+    Preset("mnist-ff-4x2000-jitter", "mnist-ff-4x2000 on jittered images: shifts of up to 2 pixels, 25 per image "
+           "(paper 3.3)", "mnist", "ff", MLPConfig(layer=FF_LAYER), epochs=500, jitter=2,
+           paper_result="0.64% test error"),
+    Preset("mnist-ff-cpu-jitter", "mnist-ff-cpu on jittered images (shifts of up to 2 pixels), sized for a CPU",
+           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=FF_LAYER), epochs=30, jitter=2),
     Preset("mnist-ff-unsup-4x2000", "unsupervised FF, hybrid-image negatives, softmax on last 3 layers (paper 3.2)",
            "mnist", "ff", MLPConfig(mode="unsupervised", negatives="hybrid", layer=FF_LAYER), epochs=100,
            paper_result="1.37% test error"),

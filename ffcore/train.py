@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from ffcore.data.datasets import Splits
+from ffcore.data.jitter import random_shifts
 from ffcore.metrics import error_rate, macro_f1
 
 EVAL_BATCH = 1000
@@ -81,10 +82,13 @@ def fit(
     eval_methods: tuple[str, ...] | None = None,
     on_batch: Callable[[int, int, dict], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    jitter: int = 0,
 ) -> list[EpochRecord]:
     """Train ``model`` on ``data.train_*`` for ``epochs``; validation error every ``eval_every`` epochs.
 
     ``on_batch(epoch, batch_index, stats)`` and ``on_epoch(record)`` report progress.
+    ``jitter``: each training image shifted by a random one of the (2 jitter + 1)^2 shifts of up
+    to ``jitter`` pixels each way, drawn afresh every batch (paper 3.3; ffcore.data.jitter).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
@@ -101,7 +105,10 @@ def fit(
         batches = 0
         for b, i in enumerate(range(0, n, batch_size)):
             idx = order[i : i + batch_size]
-            stats = model.train_batch(data.train_x[idx], data.train_y[idx], generator)
+            x = data.train_x[idx]
+            if jitter:
+                x = random_shifts(x, data.image_shape, jitter, shuffle)
+            stats = model.train_batch(x, data.train_y[idx], generator)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             batches += 1
