@@ -18,7 +18,6 @@ Test error of each (FF: goodness classifier and softmax readout), same data, sam
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 from ffcore.backprop import BackpropMLP
 from ffcore.blackbox import BlackBox, straight_through
 from ffcore.data.datasets import load_dataset
-from ffcore.experiment import hardware
+from ffcore.experiment import write_results
 from ffcore.metrics import error_rate
 from ffcore.mlp import FFMLP, MLPConfig
 from ffcore.presets import BP_LAYER, FF_LAYER
@@ -96,10 +95,7 @@ def main() -> None:
     run("backprop stopped at the box", BackpropMLP(bp_cfg), box())
     torch.manual_seed(args.seed)
     run("backprop, no box, first layer left random", BackpropMLP(bp_cfg), frozen_first=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-                                    "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, args, results=results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 from ffcore.data.datasets import load_dataset
-from ffcore.experiment import hardware
+from ffcore.experiment import write_results
 from ffcore.fast import fast_update
 from ffcore.goodness import activity_measure
 from ffcore.layers import LayerConfig
@@ -153,12 +152,8 @@ def main() -> None:
         print(f"{how} steps until the image itself is classified right: median {summary[how]['median_steps']}, "
               f"mean {summary[how]['mean_steps_learned']}, {len(reached)}/{len(counts)} within {args.max_steps}",
               flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-                                    "args": {k: str(v) for k, v in vars(args).items()},
-                                    "old_training_seconds": trained_s, "steps_to_learn": summary,
-                                    "steps": steps, "learning_new_classes": rows}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, args, old_training_seconds=trained_s, steps_to_learn=summary, steps=steps,
+                  learning_new_classes=rows)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,12 @@ of a batch and the closed-form weight gradient, as one FF step does them. Same r
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from ffcore.experiment import hardware
+from ffcore.experiment import write_results
 from ffcore.local import footnote8_masks
 
 
@@ -77,10 +76,7 @@ def main() -> None:
         print(f"layer {row['layer']}: masked dense {row['masked_dense_ms']:.2f} ms, locally connected "
               f"{row['locally_connected_ms']:.2f} ms per {args.batch}-row step "
               f"({row['dense_mult_adds'] / row['local_mult_adds']:.1f}x the multiply-adds dense)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-                                    "args": {k: str(v) for k, v in vars(args).items()}, "layers": rows}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, args, layers=rows)
 
 
 if __name__ == "__main__":

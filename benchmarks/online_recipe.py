@@ -9,15 +9,13 @@ x > 0.7), each beside its frozen control, one pass, 2 frames per image, 16 strea
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from ffcore.data.datasets import load_dataset
-from ffcore.experiment import hardware
+from ffcore.experiment import write_results
 
 os.environ.setdefault("FFS_INPUT_DIM", "784")
 
@@ -73,10 +71,7 @@ def main() -> None:
                           staleness=staleness, defer=defer, seed=0)
             results.setdefault(variant, {})[name] = r["test_error"]
             print(f"{variant:13s} {name:28s} test error {100 * r['test_error']:6.2f}%", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-                                    "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, args, results=results)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,16 @@ def hardware() -> dict:
     return info
 
 
+def write_results(path: str | Path, args, **payload) -> Path:
+    """A benchmark's JSON: the date, this machine, the command's arguments, then ``payload``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
+                                "args": {k: str(v) for k, v in vars(args).items()}, **payload}, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
 def peak_memory_mb(device: torch.device) -> dict:
     """Peak resident memory of this process (CPU) and peak CUDA allocation, in MiB."""
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
