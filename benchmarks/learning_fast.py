@@ -23,26 +23,17 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from black_box import train  # noqa: E402  (benchmarks/ is the script's folder)
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import write_results
 from ffcore.fast import fast_update
 from ffcore.goodness import activity_measure
 from ffcore.layers import LayerConfig
 from ffcore.mlp import FFMLP, MLPConfig
-
-
-def train_old(model: FFMLP, x, y, epochs: int, batch: int, seed: int) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x) - batch + 1, batch):
-            idx = order[i : i + batch]
-            model.train_batch(x[idx], y[idx], gen)
 
 
 def label_goodness_per_layer(model: FFMLP, x: torch.Tensor) -> torch.Tensor:
@@ -125,9 +116,7 @@ def main() -> None:
     old_test, new_test = ~torch.isin(data.test_y, new), torch.isin(data.test_y, new)
     model = FFMLP(MLPConfig(input_dim=data.input_dim, num_classes=c, widths=tuple(args.widths), image_shape=None,
                             layer=LayerConfig(optimizer="adam", lr=1e-3)))
-    start = time.perf_counter()
-    train_old(model, data.train_x[old_train], data.train_y[old_train], args.epochs, args.batch, args.seed)
-    trained_s = time.perf_counter() - start
+    trained_s = train(model, data.train_x[old_train], data.train_y[old_train], args.epochs, args.batch, args.seed)
     picks = torch.cat([torch.nonzero(data.train_y == k).squeeze(1)[: args.examples] for k in new.tolist()])
     picks = picks[torch.randperm(len(picks), generator=torch.Generator().manual_seed(args.seed))]
     xs, ys = data.train_x[picks], data.train_y[picks]

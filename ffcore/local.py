@@ -65,6 +65,13 @@ def layout_masks(name: str, image_shape: tuple[int, int]) -> list[torch.Tensor]:
     return LAYOUTS[name](image_shape)
 
 
+@torch.no_grad()
+def init_masked(weight: torch.Tensor, mask: torch.Tensor) -> None:
+    """Gaussian weights of std 1/sqrt(fan-in) inside the fields (O(1) pre-activations from an
+    RMS-normalized input), zero outside."""
+    weight.copy_(torch.randn_like(weight) / mask.sum(dim=1, keepdim=True).clamp_min(1).sqrt() * mask)
+
+
 class FFMasked(FFLinear):
     """A fully connected FF layer restricted to local receptive fields by a fixed 0/1 mask.
 
@@ -82,9 +89,7 @@ class FFMasked(FFLinear):
         self.register_buffer("mask", mask.clone(), persistent=False)  # rebuilt from the config
         self.register_buffer("index", index, persistent=False)  # (locations, inputs per location)
         self.channels = channels
-        fan_in = mask.sum(dim=1, keepdim=True).clamp_min(1)
-        with torch.no_grad():  # std 1/sqrt(fan-in): O(1) pre-activations from an RMS-normalized input
-            self.linear.weight.copy_(torch.randn_like(self.linear.weight) / fan_in.sqrt() * self.mask)
+        init_masked(self.linear.weight, mask)
 
     def _local_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """(locations, channels, inputs per location) view of the dense weights' fields."""
@@ -129,8 +134,8 @@ def masked_linear(mask: torch.Tensor) -> nn.Linear:
     out_features, in_features = mask.shape
     layer = nn.Linear(in_features, out_features)
     layer.register_buffer("mask", mask.clone(), persistent=False)
+    init_masked(layer.weight, mask)
     with torch.no_grad():
-        layer.weight.copy_(torch.randn_like(layer.weight) / mask.sum(dim=1, keepdim=True).clamp_min(1).sqrt() * mask)
         layer.bias.zero_()
     layer.weight.register_hook(lambda grad: grad * layer.mask)  # the weights outside never move
     return layer

@@ -35,6 +35,11 @@ def build(settings: Settings) -> RecurrentFF:
         return RecurrentFF(recurrent_config(settings))
 
 
+def weights_finite(model: torch.nn.Module) -> bool:
+    """No NaN or infinity in any weight: what may be served, checkpointed or dreamt with."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def publish_snapshot(redis, keys: Keys, blob: bytes, version: int, kept: int) -> None:
     """Store ``blob`` (``ffcore.checkpoint.to_bytes`` of the model) as snapshot ``version`` and
     point ``latest`` at it; drop old versions."""

@@ -123,7 +123,7 @@ class SleepWorker:
         version = int(version)
         self.dreamt = version
         model = self.model = load_bytes_into(self.model, weights)
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        if not model_io.weights_finite(model):
             log.warning("dream v%d has non-finite weights: not answered", version)
             return 0
         sample = ReplaySample.from_bytes(blob)

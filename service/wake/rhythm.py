@@ -78,20 +78,18 @@ class Rhythm:
         self.metrics.positive_steps.inc()
         self.redis.hincrby(self.keys.model, "positive_steps", 1)
         dream = sample is not None and not self.settings.freeze and self.awaiting is None
-        if flush or not dream:
-            # At once: the weights include these frames now. A flushed step still gets its
-            # negatives (computed on the weights that include it, applied when they come back).
-            self.learner.apply(grad)
-            if self.publish() and dream:
-                self._dream(sample, self._last_good, grad.count, None)
-            return
-        with self.learner.trial(grad) as ahead:
-            weights = to_bytes(ahead) if self.weights_finite(ahead) else None
-        if weights is None:  # never dreamt with: applied, then rolled back (counted)
-            self.learner.apply(grad)
-            self.publish()
-            return
-        self._dream(sample, weights, grad.count, grad)
+        if dream and not flush:
+            with self.learner.trial(grad) as ahead:
+                weights = to_bytes(ahead) if self.weights_finite(ahead) else None
+            if weights is not None:
+                self._dream(sample, weights, grad.count, grad)
+                return
+            dream = False  # not finite: never dreamt with; applied below, then rolled back (counted)
+        # At once: the weights include these frames now. A flushed step still gets its negatives
+        # (computed on the weights that include it, applied when they come back).
+        self.learner.apply(grad)
+        if self.publish() and dream:
+            self._dream(sample, self._last_good, grad.count, None)
 
     def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None) -> None:
         """Ask the sleep worker for the negative phase of ``sample`` on ``weights`` (a snapshot's

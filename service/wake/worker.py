@@ -337,7 +337,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
 
     # ---- snapshots -----------------------------------------------------------------------
     def weights_finite(self, model=None) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in (model or self.model).parameters())
+        return model_io.weights_finite(self.model if model is None else model)
 
     def publish(self) -> bool:
         """Publish the weights as the next snapshot. Weights that are not finite are never served:
