@@ -138,8 +138,11 @@ def test_ctrl_c_sends_what_is_queued_and_stops(settings, tmp_path):
 
     _video(tmp_path / "v.mp4", 400)
     with serve_app(settings) as base, Waker(settings), Client(base) as c:
+        # Ctrl-C as in a terminal: a runner started in the background hands its children SIGINT
+        # ignored, and Python then installs no handler for it (seen when CI ran under `nohup ... &`)
         proc = subprocess.Popen([sys.executable, "-m", "service.cli", "send", str(tmp_path / "v.mp4"), "--stream", "cam",
-                                 "--url", base, "--rate", "50", "--batch", "32"], stderr=subprocess.PIPE, text=True)
+                                 "--url", base, "--rate", "50", "--batch", "32"], stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(4)  # about 100-150 frames in (after start-up), at 50 frames/s
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=60)[1]
