@@ -76,6 +76,8 @@ def train(
     widths: Optional[str] = typer.Option(None, help="override the hidden layers' widths, e.g. 1000,500,100"),
     jitter: Optional[int] = typer.Option(None, min=0, help="shift training images by up to this many pixels "
                                          "each way, a random shift per image per batch (paper 3.3)"),
+    minutes: Optional[float] = typer.Option(None, min=0.01, help="time budget: fewer epochs than asked when "
+                                            "they would not fit, decided while the learning rate is at its peak"),
 ):
     """Train a preset; writes a run folder and prints the final report."""
     from ffcore.data.datasets import load_dataset
@@ -91,20 +93,25 @@ def train(
         TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, disable=quiet,
     ) as progress:
         task = progress.add_task(p.name, total=p.epochs * n_batches, info="")
+        planned = [p.epochs]  # fewer under a time budget
 
         def on_batch(epoch: int, b: int, stats: dict) -> None:
             if b % 10 == 0:
-                info = f"ep {epoch + 1}/{p.epochs} loss {stats['loss']:.3f} {_goodness_text(stats)}"
+                info = f"ep {epoch + 1}/{planned[0]} loss {stats['loss']:.3f} {_goodness_text(stats)}"
                 progress.update(task, completed=epoch * n_batches + b + 1, info=info)
 
         def on_epoch(record) -> None:
+            if record.epochs_planned != planned[0]:  # a time budget cut the run short
+                planned[0] = record.epochs_planned
+                progress.update(task, total=planned[0] * n_batches)
             val = " ".join(f"{m} {100 * e:.2f}%" for m, e in record.val_error.items())
             progress.console.print(
-                f"epoch {record.epoch}: loss {record.train_loss:.4f} val error {val or '-'} "
+                f"epoch {record.epoch}/{record.epochs_planned}: loss {record.train_loss:.4f} val error {val or '-'} "
                 f"({record.samples_per_second:.0f} samples/s)", highlight=False)
 
         report = run_preset(p, data_dir=data_dir, out=out, device=device, seed=seed, eval_every=eval_every,
-                            data=data, on_batch=on_batch, on_epoch=on_epoch)
+                            data=data, on_batch=on_batch, on_epoch=on_epoch,
+                            time_budget_s=None if minutes is None else 60 * minutes)
     _print_report(report, out)
 
 
@@ -113,6 +120,8 @@ def _print_report(report: dict, out: Path) -> None:
     for method, r in report["test"].items():
         table.add_row(f"test error ({method})", f"{100 * r['error']:.2f}%")
         table.add_row(f"test macro F1 ({method})", f"{r['macro_f1']:.4f}")
+    if report["epochs"] != report.get("epochs_requested", report["epochs"]):
+        table.add_row("epochs", f"{report['epochs']} of {report['epochs_requested']} (time budget)")
     table.add_row("wall time", f"{report['wall_seconds']:.1f} s")
     table.add_row("training samples/s", f"{report['train_samples_per_second']:.0f}")
     table.add_row("peak RSS", f"{report['peak_rss_mb']:.0f} MiB")

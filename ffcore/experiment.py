@@ -67,8 +67,10 @@ def run_preset(
     data: Splits | None = None,
     on_batch: Callable | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    time_budget_s: float | None = None,
 ) -> dict:
-    """Train ``preset`` and write its run folder to ``out``; returns the report."""
+    """Train ``preset`` and write its run folder to ``out``; returns the report.
+    ``time_budget_s``: fewer epochs than the preset's when they would not fit (``fit``)."""
     dev = resolve_device(device)
     torch.manual_seed(seed)
     data = (data or load_dataset(preset.dataset, data_dir, seed=seed)).to(dev)
@@ -95,7 +97,8 @@ def run_preset(
 
     start = time.perf_counter()
     records = fit(model, data, epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
-                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch, jitter=preset.jitter)
+                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch, jitter=preset.jitter,
+                  time_budget_s=time_budget_s)
     train_seconds = sum(r.seconds for r in records)
     test = evaluate(model, data.test_x, data.test_y, data.num_classes)
     wall = time.perf_counter() - start
@@ -104,7 +107,9 @@ def run_preset(
         "kind": preset.kind,
         "dataset": preset.dataset,
         "widths": list(preset.model.widths),
-        "epochs": preset.epochs,
+        "epochs": len(records),
+        "epochs_requested": preset.epochs,
+        "time_budget_s": time_budget_s,
         "batch_size": preset.batch_size,
         "jitter": preset.jitter,
         "seed": seed,
@@ -114,7 +119,7 @@ def run_preset(
         "final_val_error": records[-1].val_error,
         "wall_seconds": wall,
         "train_seconds": train_seconds,
-        "train_samples_per_second": len(data.train_x) * preset.epochs / train_seconds,
+        "train_samples_per_second": len(data.train_x) * len(records) / train_seconds,
         **peak_memory_mb(dev),
         "hardware": hardware(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -47,6 +47,10 @@ def wrong_labels_hard(probs: torch.Tensor, labels: torch.Tensor, generator: torc
     return torch.multinomial(masked, 1, generator=generator).squeeze(1)
 
 
+def _generator_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def _blur(images: torch.Tensor) -> torch.Tensor:
     """One pass of the [1/4, 1/2, 1/4] filter horizontally then vertically. ``(B, H, W)``."""
     k = torch.tensor([0.25, 0.5, 0.25], dtype=images.dtype, device=images.device)
@@ -68,7 +72,9 @@ def hybrid_masks(
     Returns ``(n, H, W)`` float 0/1."""
     if blur_steps < 1:
         raise ValueError(f"blur_steps must be >= 1, got {blur_steps}")
-    bits = torch.randint(0, 2, (n, *image_shape), generator=generator).float().to(device)
+    # Drawn where the generator lives (a CUDA generator cannot fill a CPU tensor), then moved.
+    bits = torch.randint(0, 2, (n, *image_shape), generator=generator, device=_generator_device(generator))
+    bits = bits.float().to(device)
     for _ in range(blur_steps):
         bits = _blur(bits)
     return (bits > 0.5).float()
@@ -86,7 +92,7 @@ def hybrid_images(
     if b < 2:
         raise ValueError("hybrid images mix two different images: need a batch of at least 2")
     # A random non-zero cyclic shift pairs every image with a different one.
-    shift = int(torch.randint(1, b, (1,), generator=generator))
+    shift = int(torch.randint(1, b, (1,), generator=generator, device=_generator_device(generator)))
     other = x.roll(shift, dims=0)
     mask = hybrid_masks(b, image_shape, blur_steps, generator, x.device).reshape(b, -1).to(x.dtype)
     return x * mask + other * (1 - mask)

@@ -30,6 +30,7 @@ class EpochRecord:
     seconds: float
     samples_per_second: float
     stats: dict[str, float] = field(default_factory=dict)  # epoch means of the per-batch numbers
+    epochs_planned: int = 0  # the run's length as planned after this epoch (fewer under a time budget)
 
 
 def optimizers_of(model: torch.nn.Module) -> list[torch.optim.Optimizer]:
@@ -48,6 +49,19 @@ def cooldown_factor(epoch: int, epochs: int) -> float:
     if epoch < half:
         return 1.0
     return 1.0 - (epoch - half) / (epochs - half)
+
+
+def plan_epochs(requested: int, done: int, elapsed: float, budget: float | None, planned: int) -> int:
+    """How many epochs a run with a time budget trains, re-planned after each epoch.
+
+    The plan is what fits the budget at the mean pace so far, and changes only while the
+    learning rate is still at its peak (the first half of the current plan), so a run under a
+    budget still ends with its cool-down. Without a budget: ``requested``.
+    """
+    if budget is None or done >= planned // 2:
+        return planned
+    fits = done + int((budget - elapsed) / (elapsed / done))
+    return max(done, min(requested, fits))
 
 
 def set_lr_factor(model: torch.nn.Module, factor: float) -> None:
@@ -83,22 +97,29 @@ def fit(
     on_batch: Callable[[int, int, dict], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     jitter: int = 0,
+    time_budget_s: float | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` on ``data.train_*`` for ``epochs``; validation error every ``eval_every`` epochs.
 
     ``on_batch(epoch, batch_index, stats)`` and ``on_epoch(record)`` report progress.
     ``jitter``: each training image shifted by a random one of the (2 jitter + 1)^2 shifts of up
     to ``jitter`` pixels each way, drawn afresh every batch (paper 3.3; ffcore.data.jitter).
+    ``time_budget_s``: train for at most about this long (validation included): the number of
+    epochs is cut to fit, decided while the learning rate is at its peak (``plan_epochs``).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
     n = len(data.train_x)
     history = []
-    for epoch in range(epochs):
-        set_lr_factor(model, cooldown_factor(epoch, epochs))
+    planned, run_start = epochs, time.perf_counter()
+    epoch = 0
+    while epoch < planned:
+        set_lr_factor(model, cooldown_factor(epoch, planned))
         start = time.perf_counter()
         order = torch.randperm(n, generator=shuffle).to(device)
         sums: dict[str, float] = {}
@@ -117,10 +138,12 @@ def fit(
         seconds = time.perf_counter() - start
         means = {k: v / batches for k, v in sums.items()}
         val = {}
-        if len(data.val_x) and ((epoch + 1) % eval_every == 0 or epoch == epochs - 1):
+        planned = plan_epochs(epochs, epoch + 1, time.perf_counter() - run_start, time_budget_s, planned)
+        if len(data.val_x) and ((epoch + 1) % eval_every == 0 or epoch + 1 == planned):
             val = {m: r["error"] for m, r in evaluate(model, data.val_x, data.val_y, data.num_classes, eval_methods).items()}
-        record = EpochRecord(epoch + 1, means.get("loss", float("nan")), val, seconds, n / seconds, means)
+        record = EpochRecord(epoch + 1, means.get("loss", float("nan")), val, seconds, n / seconds, means, planned)
         history.append(record)
         if on_epoch:
             on_epoch(record)
+        epoch += 1
     return history
