@@ -64,7 +64,7 @@ def presets_cmd():
 @app.command()
 @user_errors
 def train(
-    preset: str = typer.Option(..., help="preset name (see `ffcore presets`)"),
+    preset: Optional[str] = typer.Option(None, help="preset name (see `ffcore presets`)"),
     data_dir: Optional[Path] = typer.Option(None, help="folder with the IDX files (not needed for synthetic)"),
     epochs: Optional[int] = typer.Option(None, min=1, help="override the preset's epochs"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="override the preset's batch size"),
@@ -78,14 +78,27 @@ def train(
                                          "each way, a random shift per image per batch (paper 3.3)"),
     minutes: Optional[float] = typer.Option(None, min=0.01, help="time budget: fewer epochs than asked when "
                                             "they would not fit, decided while the learning rate is at its peak"),
+    resume: Optional[Path] = typer.Option(None, help="continue the stopped run in this run folder from its last "
+                                          "epoch, exactly as it was asked for (its other options are the run's)"),
 ):
-    """Train a preset; writes a run folder and prints the final report."""
+    """Train a preset; writes a run folder and prints the final report. The folder is brought up
+    to date after every epoch, so a stopped run continues with ``--resume RUN``."""
     from ffcore.data.datasets import load_dataset
     from ffcore.experiment import run_preset
     from ffcore.presets import get_preset
 
-    p = get_preset(preset).with_overrides(epochs=epochs, batch_size=batch_size, widths=parse_widths(widths),
-                                          jitter=jitter)
+    if (preset is None) == (resume is None):
+        raise ValueError("give --preset to start a run, or --resume RUN to continue one (not both)")
+    if resume is not None:
+        run = _resumed_run(resume)
+        overrides = run["overrides"]
+        preset, seed, eval_every, minutes = run["preset"], run["seed"], run["eval_every"], run["minutes"]
+        data_dir, device, out = (Path(run["data_dir"]) if run["data_dir"] else None), run["device"], resume
+    else:
+        overrides = {"epochs": epochs, "batch_size": batch_size, "widths": parse_widths(widths), "jitter": jitter}
+        run = {"command": sys.argv, "overrides": overrides, "data_dir": str(data_dir) if data_dir else None,
+               "device": device, "minutes": minutes, "versions": _versions(), "hardware": _hardware(), "resumed": []}
+    p = get_preset(preset).with_overrides(**overrides)
     data = load_dataset(p.dataset, data_dir, seed=seed)
     n_batches = -(-len(data.train_x) // p.batch_size)
     with Progress(
@@ -111,8 +124,37 @@ def train(
 
         report = run_preset(p, data_dir=data_dir, out=out, device=device, seed=seed, eval_every=eval_every,
                             data=data, on_batch=on_batch, on_epoch=on_epoch,
-                            time_budget_s=None if minutes is None else 60 * minutes)
+                            time_budget_s=None if minutes is None else 60 * minutes, resume=resume is not None,
+                            run=run)
     _print_report(report, out)
+
+
+def _versions() -> dict:
+    import platform
+
+    import torch
+
+    from ffcore import __version__
+
+    return {"ffcore": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _hardware() -> dict:
+    from ffcore.experiment import hardware
+
+    return hardware()
+
+
+def _resumed_run(folder: Path) -> dict:
+    """The run in ``folder`` as it was asked for, with this resumption recorded."""
+    import datetime
+
+    from ffcore.resume import read_run
+
+    run = read_run(folder)
+    run["resumed"] = [*run.get("resumed", []), {"command": sys.argv, "versions": _versions(), "hardware": _hardware(),
+                      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}]
+    return run
 
 
 def _print_report(report: dict, out: Path) -> None:

@@ -23,7 +23,8 @@ from ffcore.data.datasets import Splits, load_dataset
 from ffcore.device import resolve_device
 from ffcore.plots import plot_learning_curve, plot_receptive_fields
 from ffcore.presets import Preset
-from ffcore.train import EpochRecord, evaluate, fit
+from ffcore.resume import load_resume_point, save_resume_point
+from ffcore.train import EpochRecord, TrainState, evaluate, fit
 
 
 def hardware() -> dict:
@@ -68,9 +69,13 @@ def run_preset(
     on_batch: Callable | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     time_budget_s: float | None = None,
+    resume: bool = False,
+    run: dict | None = None,
 ) -> dict:
     """Train ``preset`` and write its run folder to ``out``; returns the report.
-    ``time_budget_s``: fewer epochs than the preset's when they would not fit (``fit``)."""
+    ``time_budget_s``: fewer epochs than the preset's when they would not fit (``fit``).
+    After every epoch the folder's ``resume/`` is brought up to date (ffcore.resume), with ``run``
+    (how the run was asked for) beside it; ``resume=True`` continues the run in ``out`` from there."""
     dev = resolve_device(device)
     torch.manual_seed(seed)
     data = (data or load_dataset(preset.dataset, data_dir, seed=seed)).to(dev)
@@ -80,34 +85,39 @@ def run_preset(
             f"preset {preset.name} expects {config.input_dim}-dim inputs and {config.num_classes} classes; "
             f"the data has {data.input_dim} and {data.num_classes}"
         )
-    model = build_model(preset.kind, config).to(dev)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
-    log_path.write_text("")
-    history: list[dict] = []
+    if resume:
+        model, state, _ = load_resume_point(out, dev)
+        # epochs logged after the resume point (a run stopped while saving it) are trained again
+        history = [json.loads(line) for line in log_path.read_text().splitlines()][: state.epochs_done]
+    else:
+        model, state, history = build_model(preset.kind, config).to(dev), TrainState(), []
+    out.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("".join(json.dumps(line) + "\n" for line in history))
+    run = {"preset": preset.name, "seed": seed, "eval_every": eval_every, **(run or {})}
 
     def log_epoch(record: EpochRecord) -> None:
         line = asdict(record)
         history.append(line)
         with log_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
+        save_resume_point(out, model, state, run)
         if on_epoch:
             on_epoch(record)
 
-    start = time.perf_counter()
-    records = fit(model, data, epochs=preset.epochs, batch_size=preset.batch_size, seed=seed,
-                  eval_every=eval_every, on_batch=on_batch, on_epoch=log_epoch, jitter=preset.jitter,
-                  time_budget_s=time_budget_s)
-    train_seconds = sum(r.seconds for r in records)
+    fit(model, data, epochs=preset.epochs, batch_size=preset.batch_size, seed=seed, eval_every=eval_every,
+        on_batch=on_batch, on_epoch=log_epoch, jitter=preset.jitter, time_budget_s=time_budget_s, state=state)
+    train_seconds = sum(r["seconds"] for r in history)
+    test_start = time.perf_counter()
     test = evaluate(model, data.test_x, data.test_y, data.num_classes)
-    wall = time.perf_counter() - start
+    wall = state.elapsed + time.perf_counter() - test_start  # every session of a resumed run
     report = {
         "preset": preset.name,
         "kind": preset.kind,
         "dataset": preset.dataset,
         "widths": list(preset.model.widths),
-        "epochs": len(records),
+        "epochs": len(history),
         "epochs_requested": preset.epochs,
         "time_budget_s": time_budget_s,
         "batch_size": preset.batch_size,
@@ -116,14 +126,15 @@ def run_preset(
         "device": str(dev),
         "parameters": count_parameters(model),
         "test": test,
-        "final_val_error": records[-1].val_error,
+        "final_val_error": history[-1]["val_error"],
         "wall_seconds": wall,
         "train_seconds": train_seconds,
-        "train_samples_per_second": len(data.train_x) * len(records) / train_seconds,
+        "train_samples_per_second": len(data.train_x) * len(history) / train_seconds,
         **peak_memory_mb(dev),
         "hardware": hardware(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "paper_result": preset.paper_result,
+        "run": run,
     }
     save_checkpoint(model, out / "checkpoint", extra={"preset": preset.name, "test": test})
     (out / "report.json").write_text(json.dumps(report, indent=2))

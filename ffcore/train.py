@@ -33,6 +33,18 @@ class EpochRecord:
     epochs_planned: int = 0  # the run's length as planned after this epoch (fewer under a time budget)
 
 
+@dataclass
+class TrainState:
+    """Where a run stands, besides its model and optimizers: what resuming it needs. ``fit``
+    updates it after every epoch and continues from it when ``epochs_done`` > 0."""
+
+    epochs_done: int = 0
+    planned: int = 0  # the run's length as planned so far (fewer than asked under a time budget)
+    elapsed: float = 0.0  # seconds of training and validation so far (the time budget's clock)
+    generator: torch.Tensor | None = None  # RNG state of the model's generator (negatives)
+    shuffle: torch.Tensor | None = None  # RNG state of the order and jitter generator
+
+
 def optimizers_of(model: torch.nn.Module) -> list[torch.optim.Optimizer]:
     """Every optimizer owned by the model or its submodules (FF: one per layer plus the readout)."""
     found = []
@@ -98,6 +110,7 @@ def fit(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     jitter: int = 0,
     time_budget_s: float | None = None,
+    state: TrainState | None = None,
 ) -> list[EpochRecord]:
     """Train ``model`` on ``data.train_*`` for ``epochs``; validation error every ``eval_every`` epochs.
 
@@ -106,6 +119,9 @@ def fit(
     to ``jitter`` pixels each way, drawn afresh every batch (paper 3.3; ffcore.data.jitter).
     ``time_budget_s``: train for at most about this long (validation included): the number of
     epochs is cut to fit, decided while the learning rate is at its peak (``plan_epochs``).
+    ``state``: kept up to date after every epoch; when it says epochs were done already (a
+    resumed run, with the model and its optimizers restored), training continues from there
+    exactly as if it had never stopped. Returns the records of the epochs trained in this call.
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
@@ -115,9 +131,13 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(seed)
     shuffle = torch.Generator().manual_seed(seed)
     n = len(data.train_x)
+    state = state if state is not None else TrainState()
+    epoch, planned = state.epochs_done, state.planned or epochs
+    if epoch:
+        generator.set_state(state.generator)
+        shuffle.set_state(state.shuffle)
     history = []
-    planned, run_start = epochs, time.perf_counter()
-    epoch = 0
+    run_start = time.perf_counter() - state.elapsed
     while epoch < planned:
         set_lr_factor(model, cooldown_factor(epoch, planned))
         start = time.perf_counter()
@@ -143,6 +163,8 @@ def fit(
             val = {m: r["error"] for m, r in evaluate(model, data.val_x, data.val_y, data.num_classes, eval_methods).items()}
         record = EpochRecord(epoch + 1, means.get("loss", float("nan")), val, seconds, n / seconds, means, planned)
         history.append(record)
+        state.epochs_done, state.planned, state.elapsed = epoch + 1, planned, time.perf_counter() - run_start
+        state.generator, state.shuffle = generator.get_state(), shuffle.get_state()
         if on_epoch:
             on_epoch(record)
         epoch += 1
