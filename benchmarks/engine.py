@@ -46,9 +46,13 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 
 
 def matmul_flops(n: int, device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
-    """FLOP/s of an n x n x n matrix product."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / timed(lambda: a @ b, device, repeats)
+    """FLOP/s of an n x n x n matrix product: the best of n, 2n and 4n (a small product
+    understates what the machine can do)."""
+    best = 0.0
+    for m in (n, 2 * n, 4 * n):
+        a, b = torch.randn(m, m, device=device, dtype=dtype), torch.randn(m, m, device=device, dtype=dtype)
+        best = max(best, 2 * m**3 / timed(lambda: a @ b, device, repeats))
+    return best
 
 
 def flops_per_sample(preset) -> float:
@@ -84,13 +88,14 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["mnist-ff-cpu", "mnist-ff-cpu-bf16", "mnist-bp-cpu"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batches", type=int, default=30, help="timed steps per preset (median)")
-    parser.add_argument("--matmul-size", type=int, default=2000, help="n of the n x n x n peak product")
+    parser.add_argument("--matmul-size", type=int, default=1000,
+                        help="the peak is the best n x n x n product for n = this, 2x and 4x this")
     parser.add_argument("--out", default="docs/engine.json")
     args = parser.parse_args()
     device = resolve_device(args.device)
     peaks = {str(dt).removeprefix("torch."): matmul_flops(args.matmul_size, device, dt) / 1e9
              for dt in (torch.float32, torch.bfloat16)}
-    print(f"{device}: {args.matmul_size}^3 products at " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
+    print(f"{device}: best of {args.matmul_size}, 2x and 4x that, cubed, at " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
     rows = [measure(name, device, args.batches) for name in args.presets]
     bp = next((r["samples_per_second"] for r in rows if r["kind"] == "bp"), None)
     for r in rows:

@@ -10,12 +10,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ffcore.centering import CenteredInput
 from ffcore.goodness import direction, layer_norm
 from ffcore.layers import ACTIVATIONS, make_optimizer
 from ffcore.mlp import MLPConfig
 
 
-class BackpropMLP(nn.Module):
+class BackpropMLP(CenteredInput, nn.Module):
     kind = "bp"
     predict_methods = ("softmax",)
 
@@ -37,11 +38,12 @@ class BackpropMLP(nn.Module):
         self.readout = nn.Linear(features, config.num_classes, bias=False)
         self._act = ACTIVATIONS[config.layer.activation]
         self.optimizer = make_optimizer(self.parameters(), config.layer)
+        self.init_centering(config.input_dim)  # the same input as the FF net's
         self.between: dict[int, object] = {}  # as FFMLP.between; backprop needs them differentiable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, C) logits."""
-        kind, ys, h = self.config.layer.goodness, [], x
+        kind, ys, h = self.config.layer.goodness, [], self.prepare(x)
         for i, layer in enumerate(self.layers):
             h = self._act(layer(layer_norm(h, kind)))
             ys.append(h)
@@ -59,7 +61,14 @@ class BackpropMLP(nn.Module):
             raise ValueError(f"the backprop baseline predicts with ['softmax'], not {method!r}")
         return self(x).argmax(dim=1)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = dict(state_dict)  # checkpoints from before centering load with its defaults
+        for name in ("input_mean", "input_count"):
+            state_dict.setdefault(name, getattr(self, name))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def train_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        self.observe_inputs(x)
         loss = F.cross_entropy(self(x), labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

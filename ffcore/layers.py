@@ -26,6 +26,9 @@ ACTIVATIONS = {
     "sigmoid": torch.sigmoid,
 }
 OPTIMIZERS = ("sgd", "adam")
+LR_SCALES = ("none", "fan_in")
+# lr_scale "fan_in": ``lr`` is the rate of a layer whose units each read this many inputs.
+LR_REFERENCE_FAN_IN = 1000
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,13 @@ class LayerConfig:
     peer_momentum: float = 0.9  # running mean of each unit's activity
     optimizer: str = "sgd"
     lr: float = 1e-3
+    # "fan_in": each layer's rate is lr * LR_REFERENCE_FAN_IN / (inputs per unit). A layer's input
+    # is normalized to unit RMS, so its squared length is the number of inputs D, and one SGD step
+    # moves a unit's pre-activation by about lr * D times its gradient: at a fixed lr, a net of
+    # 2000-unit layers takes steps twice those of 1000-unit ones (measured: mnist-ff-4x2000 at lr
+    # 1e-3 swings between 4% and 29% validation error for 35 epochs; at 5e-4 it is at 3.6% after 4).
+    # Scaling by 1/D makes the step in pre-activation units the same for every width. "none": lr as is.
+    lr_scale: str = "none"
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 3e-4
     # Width of the logistic's transition, as a fraction of the threshold: p(positive) =
@@ -59,6 +69,7 @@ class LayerConfig:
             (self.goodness in GOODNESS_KINDS, f"goodness {self.goodness!r} not in {list(GOODNESS_KINDS)}"),
             (self.loss in LOSS_KINDS, f"loss {self.loss!r} not in {list(LOSS_KINDS)}"),
             (self.optimizer in OPTIMIZERS, f"optimizer {self.optimizer!r} not in {list(OPTIMIZERS)}"),
+            (self.lr_scale in LR_SCALES, f"lr_scale {self.lr_scale!r} not in {list(LR_SCALES)}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.peer_normalization >= 0, f"peer_normalization must be >= 0, got {self.peer_normalization}"),
@@ -183,9 +194,20 @@ class FFLayer(nn.Module, ABC):
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         """(B, D) length-normalized input -> (B, N) pre-activations."""
 
+    @property
+    def fan_in(self) -> int:
+        """Inputs each unit reads (what ``lr_scale="fan_in"`` divides by)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how many inputs its units read")
+
+    def layer_lr(self) -> float:
+        """This layer's learning rate: ``config.lr``, scaled by its fan-in when ``lr_scale`` says so."""
+        if self.config.lr_scale == "fan_in":
+            return self.config.lr * LR_REFERENCE_FAN_IN / self.fan_in
+        return self.config.lr
+
     def build_optimizer(self) -> None:
         """Every layer learns with its own optimizer: there is no global backward pass."""
-        self.optimizer = make_optimizer(self.parameters(), self.config)
+        self.optimizer = make_optimizer(self.parameters(), self.config, lr=self.layer_lr())
 
     def normalized_input(self, x: torch.Tensor) -> torch.Tensor:
         """Length-only normalization of the input (the direction of the layer below's activity)."""
@@ -325,6 +347,10 @@ class FFLinear(FFLayer):
         nn.init.normal_(self.linear.weight, std=1.0 / math.sqrt(in_features))
         nn.init.zeros_(self.linear.bias)
         self.build_optimizer()
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_features
 
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         if self.config.matmul_dtype == "bfloat16":  # bf16 products (AVX-512 BF16, tensor cores), fp32 master weights

@@ -90,6 +90,11 @@ class FFMasked(FFLinear):
         self.register_buffer("index", index, persistent=False)  # (locations, inputs per location)
         self.channels = channels
         init_masked(self.linear.weight, mask)
+        self.build_optimizer()  # again, now that the fields (and so the fan-in) are known
+
+    @property
+    def fan_in(self) -> int:
+        return self.index.shape[1] if hasattr(self, "index") else self.in_features
 
     def _local_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """(locations, channels, inputs per location) view of the dense weights' fields."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from ffcore.centering import CenteredInput
 from ffcore.goodness import direction, goodness
 from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
 from ffcore.negatives import (
@@ -48,6 +49,10 @@ class MLPConfig(LayerStackConfig):
     # Local receptive fields without weight sharing (ffcore.local; "footnote8": the paper's
     # footnote-8 layout, widths 2048, 1980, 2048 on 28 x 28 images); None: fully connected.
     receptive_fields: str | None = None
+    # Subtract a running per-input mean before the first layer (ffcore.centering says why). A
+    # checkpoint from before centering loads with a zero mean, which leaves its inputs unchanged.
+    center_input: bool = True
+    center_horizon: int = 10_000
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -101,7 +106,7 @@ class MLPConfig(LayerStackConfig):
 
 
 
-class FFMLP(nn.Module):
+class FFMLP(CenteredInput, nn.Module):
     """A stack of FF layers plus a linear softmax readout."""
 
     kind = "ff"
@@ -121,6 +126,7 @@ class FFMLP(nn.Module):
             )
         features = sum(config.widths[i] for i in config.readout_layer_ids)
         self.readout = LinearReadout(features, config.num_classes, config.readout_lr, config.readout_weight_decay)
+        self.init_centering(config.input_dim)
         # Transformations between layers that are not learned and need not be differentiable
         # (paper section 6, "a black box between layers"): layer i's output passes through
         # between[i] on its way up; its goodness and the readout still see the layer's own output.
@@ -128,10 +134,19 @@ class FFMLP(nn.Module):
 
     # ---- inference -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The input the first layer sees: the label (or the neutral label) written in when supervised."""
+        """The input the first layer sees: centered (if configured), then the label (or the
+        neutral label) written in when supervised."""
+        x = self.prepare(x)
         if self.config.mode == "supervised":
             return embed_label(x, labels, self.config.num_classes)
         return x
+
+    # Buffers added after the first checkpoints were written: older files load with their defaults.
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = dict(state_dict)
+        for name in ("input_mean", "input_count"):
+            state_dict.setdefault(name, getattr(self, name))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def activities(self, inputs: torch.Tensor, keep: tuple[int, ...] | None = None) -> dict[int, torch.Tensor]:
@@ -164,7 +179,7 @@ class FFMLP(nn.Module):
             raise ValueError("label goodness needs the label in the input: only supervised FF has it")
         c, b = self.config.num_classes, x.shape[0]
         layers = self.config.goodness_layer_ids
-        ys = self.activities(all_label_inputs(x, c), layers)
+        ys = self.activities(all_label_inputs(self.prepare(x), c), layers)
         total = sum(goodness(ys[i], self.config.layer.goodness) for i in layers)
         return total.view(c, b).T
 
@@ -191,6 +206,7 @@ class FFMLP(nn.Module):
     def train_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """One FF step on a mini-batch: every layer's local update, then the readout's."""
         cfg = self.config
+        self.observe_inputs(x)
         if cfg.mode == "supervised":
             # One pass from the neutral label feeds the readout and picks the hard negative labels.
             neutral_features = self._readout_input(self.encode(x))
@@ -198,7 +214,7 @@ class FFMLP(nn.Module):
             neg_labels = self._negative_labels(torch.softmax(logits, dim=1), labels, generator)
             h_pos, h_neg = self.encode(x, labels), self.encode(x, neg_labels)
         else:
-            h_pos, h_neg = x, hybrid_images(x, cfg.image_shape, cfg.hybrid_blur_steps, generator)
+            h_pos, h_neg = self.encode(x), self.encode(hybrid_images(x, cfg.image_shape, cfg.hybrid_blur_steps, generator))
 
         # Keep only what the readout reads, so memory does not grow with depth.
         keep = set(cfg.readout_layer_ids) if cfg.mode == "unsupervised" else set()

@@ -38,6 +38,9 @@ class Preset:
 # The recipe of the paper's MATLAB code as reimplemented by the community: mini-batches of 100,
 # SGD with momentum, small weight decay, peer normalization; threshold = number of units.
 FF_LAYER = LayerConfig(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=3e-4, peer_normalization=0.03)
+# The fully connected FF nets take steps scaled by each layer's fan-in (LayerConfig.lr_scale): lr
+# 1e-3 is the rate of a layer reading 1000 inputs, the width this recipe was tuned at.
+FF_MLP_LAYER = replace(FF_LAYER, lr_scale="fan_in")
 BP_LAYER = LayerConfig(optimizer="adam", lr=1e-3, weight_decay=0.0)
 SYNTH = dict(input_dim=196, image_shape=(14, 14), widths=(128, 128, 128))
 # Small nets tolerate (and need, to finish in seconds) a larger step than the 2000-unit ones.
@@ -45,35 +48,35 @@ SYNTH_FF_LAYER = replace(FF_LAYER, lr=3e-3)
 
 _PRESETS = [
     Preset("mnist-ff-4x2000", "supervised FF, label in the first 10 pixels, hard negatives (paper 3.3)",
-           "mnist", "ff", MLPConfig(layer=FF_LAYER), epochs=60, paper_result="1.36% test error"),
+           "mnist", "ff", MLPConfig(layer=FF_MLP_LAYER), epochs=60, paper_result="1.36% test error"),
     Preset("mnist-ff-4x2000-jitter", "mnist-ff-4x2000 on jittered images: shifts of up to 2 pixels, 25 per image "
-           "(paper 3.3)", "mnist", "ff", MLPConfig(layer=FF_LAYER), epochs=500, jitter=2,
+           "(paper 3.3)", "mnist", "ff", MLPConfig(layer=FF_MLP_LAYER), epochs=500, jitter=2,
            paper_result="0.64% test error"),
     Preset("mnist-ff-cpu-jitter", "mnist-ff-cpu on jittered images (shifts of up to 2 pixels), sized for a CPU",
-           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=FF_LAYER), epochs=30, jitter=2),
+           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=FF_MLP_LAYER), epochs=30, jitter=2),
     Preset("mnist-ff-unsup-4x2000", "unsupervised FF, hybrid-image negatives, softmax on last 3 layers (paper 3.2)",
-           "mnist", "ff", MLPConfig(mode="unsupervised", negatives="hybrid", layer=FF_LAYER), epochs=100,
+           "mnist", "ff", MLPConfig(mode="unsupervised", negatives="hybrid", layer=FF_MLP_LAYER), epochs=100,
            paper_result="1.37% test error"),
     Preset("mnist-bp-4x2000", "backprop baseline, the architecture of mnist-ff-4x2000",
            "mnist", "bp", MLPConfig(layer=BP_LAYER), epochs=20, paper_result="about 1.4% after about 20 epochs"),
     Preset("mnist-ff-cpu", "supervised FF 3x1000, hard negatives: finishes in about 15 min on 2 CPU cores",
-           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=FF_LAYER), epochs=30),
+           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=FF_MLP_LAYER), epochs=30),
     Preset("mnist-ff-cpu-bf16", "mnist-ff-cpu with bfloat16 matrix products (AVX-512 BF16 CPUs, GPUs)",
-           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=replace(FF_LAYER, matmul_dtype="bfloat16")),
+           "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), layer=replace(FF_MLP_LAYER, matmul_dtype="bfloat16")),
            epochs=30),
     Preset("mnist-bp-cpu", "backprop baseline, the architecture of mnist-ff-cpu",
            "mnist", "bp", MLPConfig(widths=(1000, 1000, 1000), layer=BP_LAYER), epochs=30),
     Preset("mnist-ff-unsup-cpu", "unsupervised FF 3x1000 with hybrid negatives, sized for a CPU",
            "mnist", "ff", MLPConfig(widths=(1000, 1000, 1000), mode="unsupervised", negatives="hybrid",
-                                    layer=FF_LAYER), epochs=30),
+                                    layer=FF_MLP_LAYER), epochs=30),
     Preset("mnist-ff-local-unsup", "unsupervised FF with local receptive fields, no weight sharing, peer "
            "normalization (paper 3.2, footnote 8: 4x4/3x3/2x2 grids of 128/220/512 channels)",
            "mnist", "ff", MLPConfig(widths=(2048, 1980, 2048), mode="unsupervised", negatives="hybrid",
-                                    receptive_fields="footnote8", layer=FF_LAYER), epochs=60,
+                                    receptive_fields="footnote8", layer=FF_LAYER, center_input=False), epochs=60,
            paper_result="1.16% test error"),
     Preset("mnist-bp-local", "backprop baseline with the connectivity of mnist-ff-local-unsup",
            "mnist", "bp", MLPConfig(widths=(2048, 1980, 2048), mode="unsupervised", negatives="hybrid",
-                                    receptive_fields="footnote8", layer=BP_LAYER), epochs=60),
+                                    receptive_fields="footnote8", layer=BP_LAYER, center_input=False), epochs=60),
     Preset("mnist-ff-recurrent", "recurrent top-down FF, 8 damped synchronous iterations, hard negatives (paper 3.4)",
            "mnist", "recurrent", RecurrentConfig(widths=(2000, 2000, 2000), layer=FF_LAYER), epochs=60,
            paper_result="1.31% test error"),

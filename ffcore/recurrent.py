@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ffcore.centering import CenteredInput
 from ffcore.delta import WeightDelta
 from ffcore.goodness import activity_measure, direction, goodness, layer_norm
 from ffcore.layers import FFLinear, LayerConfig, LayerStackConfig
@@ -43,11 +44,8 @@ class RecurrentConfig(LayerStackConfig):
     threshold_pyramid: float = 0.0
     readout_lr: float = 1e-2
     readout_weight_decay: float = 3e-3
-    # Subtract a running per-input mean from every frame before the bottom layer sees it. Layer
-    # normalization removes the input's scale but not its offset: without centering, frames that
-    # share a large common part (inverted or low-contrast images, sensor readings around a
-    # baseline) make every update push all inputs the same way. The mean is a buffer of the
-    # model (snapshots and checkpoints carry it) and learns online (``observe_inputs``).
+    # Subtract a running per-input mean from every frame before the bottom layer sees it
+    # (ffcore.centering says why); learned online (``observe_inputs``).
     center_input: bool = False
     center_horizon: int = 10_000  # frames: a running average first, then an exponential one
     # Predict with an average of the readout's recent weights (Polyak averaging over about this
@@ -62,6 +60,8 @@ class RecurrentConfig(LayerStackConfig):
             raise ValueError(f"widths must be a non-empty list of positive sizes, got {self.widths}")
         if not 0.0 <= self.damping < 1.0:
             raise ValueError(f"damping must be in [0, 1), got {self.damping}")
+        if self.layer.lr_scale != "none":  # its negative deltas and the service's steps use layer.lr as is
+            raise ValueError("the recurrent net takes layer.lr as is: lr_scale must be 'none'")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         lo, hi = self.eval_window
@@ -91,7 +91,7 @@ class FFRecurrentLayer(FFLinear):
         return torch.cat((layer_norm(x_below, kind), layer_norm(x_above, kind)), dim=1)
 
 
-class RecurrentFF(nn.Module):
+class RecurrentFF(CenteredInput, nn.Module):
     """The recurrent top-down FF net: ``step`` for streams, ``fit_batch``/``predict`` for images."""
 
     kind = "recurrent"
@@ -107,8 +107,7 @@ class RecurrentFF(nn.Module):
         self.readout = LinearReadout(sum(config.widths), config.num_classes, config.readout_lr,
                                      config.readout_weight_decay)
         self.register_buffer("readout_mean", torch.zeros_like(self.readout.linear.weight))
-        self.register_buffer("input_mean", torch.zeros(config.input_dim))
-        self.register_buffer("input_count", torch.zeros((), dtype=torch.float64))
+        self.init_centering(config.input_dim)  # prepare() and observe_inputs(): ffcore.centering
 
     # Buffers added after the first checkpoints were written: older files load with their defaults.
     _LATER_BUFFERS = ("readout_mean", "input_mean", "input_count")
@@ -118,20 +117,6 @@ class RecurrentFF(nn.Module):
         for name in self._LATER_BUFFERS:
             state_dict.setdefault(name, getattr(self, name))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    # ---- the bottom layer ------------------------------------------------------------------
-    def prepare(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, D) frames as the bottom layer sees them: centered when ``config.center_input``."""
-        return frames - self.input_mean if self.config.center_input else frames
-
-    @torch.no_grad()
-    def observe_inputs(self, frames: torch.Tensor) -> None:
-        """Move the running input mean towards these (B, D) frames (no-op unless centering)."""
-        if not self.config.center_input or not len(frames):
-            return
-        self.input_count += len(frames)
-        rate = len(frames) / min(float(self.input_count), float(self.config.center_horizon))
-        self.input_mean += min(rate, 1.0) * (frames.mean(dim=0) - self.input_mean)
 
     # ---- the top layer ---------------------------------------------------------------------
     def label_vector(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor:

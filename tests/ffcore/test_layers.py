@@ -177,3 +177,31 @@ def test_bfloat16_products_stay_close_to_float32_and_keep_float32_weights():
         with torch.no_grad():
             expected = torch.nn.functional.linear(half.normalized_input(x_pos), half.linear.weight, half.linear.bias)
             torch.testing.assert_close(half.pre_activation(x_pos), expected, rtol=0.05, atol=0.05)
+
+
+def test_fan_in_lr_scale_makes_the_step_per_input_the_same_for_every_width():
+    from ffcore.layers import LR_REFERENCE_FAN_IN
+
+    config = LayerConfig(lr=1e-3, lr_scale="fan_in")
+    for fan_in in (784, 2000):
+        layer = FFLinear(fan_in, 16, 16.0, config)
+        assert layer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * LR_REFERENCE_FAN_IN / fan_in)
+    assert FFLinear(2000, 16, 16.0, LayerConfig(lr=1e-3)).optimizer.param_groups[0]["lr"] == 1e-3
+    with pytest.raises(ValueError, match="lr_scale 'width' not in"):
+        LayerConfig(lr_scale="width")
+
+
+def test_fan_in_lr_scale_of_a_masked_layer_counts_its_receptive_field():
+    from ffcore.local import FFMasked, layout_masks
+
+    mask = layout_masks("footnote8", (28, 28))[0]
+    layer = FFMasked(mask, 1.0, LayerConfig(lr=1e-3, lr_scale="fan_in"))
+    assert layer.fan_in == int(mask[0].sum()) < 784
+    assert layer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 1000 / layer.fan_in)
+
+
+def test_the_recurrent_net_refuses_a_scaled_lr():
+    from ffcore.recurrent import RecurrentConfig
+
+    with pytest.raises(ValueError, match="lr_scale must be 'none'"):
+        RecurrentConfig(layer=LayerConfig(lr_scale="fan_in"))

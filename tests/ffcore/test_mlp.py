@@ -1,3 +1,4 @@
+import math
 import time
 
 import pytest
@@ -107,3 +108,61 @@ def test_the_readout_reads_each_layers_direction_at_unit_rms_for_every_goodness_
     direction = ys[1] / ys[1].norm(dim=1, keepdim=True)
     assert torch.allclose(features / features.norm(dim=1, keepdim=True), direction, atol=1e-5)
     assert features.abs().max() <= 30 ** 0.5 + 1e-4  # unit RMS: none above sqrt(units); the L1 scale allowed 30
+
+
+# Data of different statistics: the recipe must not depend on the input's offset or sparsity.
+VARIANTS = {"dense": lambda x: x, "inverted": lambda x: 1 - x, "low-contrast": lambda x: 0.45 + 0.1 * x,
+            "sparse": lambda x: x * (x > 0.7)}
+
+
+def _variant(name: str):
+    from dataclasses import replace
+
+    base = load_synthetic(n_train=2000, n_val=200, n_test=500, seed=0)
+    f = VARIANTS[name]
+    return replace(base, train_x=f(base.train_x), val_x=f(base.val_x), test_x=f(base.test_x))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("preset", ["synthetic-ff", "synthetic-ff-unsup"])
+def test_the_recipe_holds_on_data_of_different_statistics(preset, variant):
+    # Measured with centering (seed 0): softmax error 0.0 on dense, inverted and low-contrast,
+    # 0.036 on sparse; readout cross-entropy at most 0.18 (chance: ln 10 = 2.30).
+    data = _variant(variant)
+    torch.manual_seed(0)
+    p = get_preset(preset)
+    model = FFMLP(p.model)
+    records = fit(model, data, epochs=p.epochs, seed=0, eval_every=100)
+    assert all(math.isfinite(v) for r in records for v in r.stats.values())
+    assert records[-1].stats["readout_loss"] < 0.5
+    assert evaluate(model, data.test_x, data.test_y, 10)["softmax"]["error"] < 0.15
+
+
+def test_without_centering_low_contrast_inputs_stay_near_chance():
+    # The control for the test above: 0.45 + 0.1 x normalizes to nearly one direction for every
+    # example (measured: softmax error 0.894, readout cross-entropy 2.33, above chance).
+    from dataclasses import replace
+
+    data = _variant("low-contrast")
+    torch.manual_seed(0)
+    p = get_preset("synthetic-ff")
+    model = FFMLP(replace(p.model, center_input=False))
+    records = fit(model, data, epochs=p.epochs, seed=0, eval_every=100)
+    assert records[-1].stats["readout_loss"] > 2.0
+    assert evaluate(model, data.test_x, data.test_y, 10)["softmax"]["error"] > 0.5
+
+
+def test_centering_learns_the_training_inputs_mean_and_a_checkpoint_carries_it(tmp_path):
+    from ffcore.checkpoint import load_checkpoint, save_checkpoint
+
+    data = _variant("low-contrast")
+    torch.manual_seed(0)
+    model = FFMLP(get_preset("synthetic-ff").model)
+    fit(model, data, epochs=1, seed=0, eval_every=100)
+    assert torch.allclose(model.input_mean, data.train_x.mean(dim=0), atol=1e-4)  # fewer inputs than the horizon
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "ck"))
+    assert torch.equal(loaded.input_mean, model.input_mean)
+    old = {k: v for k, v in model.state_dict().items() if k not in ("input_mean", "input_count")}
+    fresh = FFMLP(get_preset("synthetic-ff").model)
+    fresh.load_state_dict(old)  # a checkpoint from before centering: zero mean, inputs unchanged
+    assert torch.equal(fresh.input_mean, torch.zeros(196)) and torch.equal(fresh.prepare(data.test_x), data.test_x)
