@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ffcore.goodness import (GOODNESS_KINDS, LOSS_KINDS, activity_measure, ff_loss, goodness_sign, layer_norm,
                              symmetric_loss)
+from ffcore.negatives import NEUTRAL_LABEL_VALUE
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -284,14 +285,19 @@ class FFLayer(nn.Module, ABC):
             raise ValueError("a local update needs positive data, negative data, or both")
         parts = [x for x in (x_pos, x_neg) if x is not None]
         x_norm = self.normalized_input(torch.cat(parts) if len(parts) == 2 else parts[0])
-        z = self.connect(x_norm)
-        y = self._act(z)
         n_pos = len(x_pos) if x_pos is not None else 0
+        return self._step_from(self.connect(x_norm), n_pos, x_pos is not None, x_neg is not None,
+                               lambda dz: self.weight_gradient(dz, x_norm))
+
+    def _step_from(self, z: torch.Tensor, n_pos: int, has_pos: bool, has_neg: bool, weight_gradient) -> LayerStep:
+        """The closed-form step from the pre-activations ``z`` of the positive rows (the first
+        ``n_pos``) and the negative rows; ``weight_gradient(dz)`` gives the weights' gradient."""
+        y = self._act(z)
         grads, loss = [], 0.0
         cfg, kind = self.config, self.config.goodness
         temperature = layer_temperature(cfg, self.threshold)
-        y_pos = y[:n_pos] if x_pos is not None else None
-        y_neg = y[n_pos:] if x_neg is not None else None
+        y_pos = y[:n_pos] if has_pos else None
+        y_neg = y[n_pos:] if has_neg else None
         for phase, rows, yy in (("positive", slice(0, n_pos), y_pos), ("negative", slice(n_pos, None), y_neg)):
             if yy is None:
                 continue
@@ -301,7 +307,7 @@ class FFLayer(nn.Module, ABC):
         if cfg.peer_normalization > 0 and y_pos is not None:
             loss += self._peer_gradient(z[:n_pos], y_pos, grads[0])
         dz = torch.cat(grads) if len(grads) == 2 else grads[0]
-        self.linear.weight.grad = self.weight_gradient(dz, x_norm)
+        self.linear.weight.grad = weight_gradient(dz)
         self.linear.bias.grad = dz.sum(dim=0)
         self.optimizer.step()
         self._updates += 1
@@ -360,6 +366,54 @@ class FFLinear(FFLayer):
                 w, b = self._bf16_weights()
             return F.linear(x_normalized.to(torch.bfloat16), w, b).float()
         return self.linear(x_normalized)
+
+    # ---- a first layer whose input starts with a label (supervised FF, paper 3.3) ----------------
+    # Its neutral, positive and negative inputs differ only in the first C entries, so the
+    # product with the other D - C inputs is shared: one matrix product instead of three, and one
+    # weight gradient over the rest instead of two; the label columns are a gather and a scatter.
+
+    @torch.no_grad()
+    def shared_product(self, rest: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """``rest @ W[:, C:].T`` (B, N) for inputs ``[label, rest]`` whose label has C entries."""
+        return self.matmul(rest, self.linear.weight[:, num_classes:].T)
+
+    def label_pre_activation(self, shared: torch.Tensor, rest: torch.Tensor, labels: torch.Tensor | None,
+                             num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activations (B, N) for the inputs ``[one-of-C labels (neutral when None), rest]``,
+        from ``shared_product``, and each row's normalizing scale (B, 1), as ``layer_norm`` has it."""
+        w_label = self.linear.weight[:, :num_classes]
+        squared = self.config.goodness.endswith("ssq")
+        rest_size = rest.square().sum(dim=1) if squared else rest.abs().sum(dim=1)
+        if labels is None:
+            value = NEUTRAL_LABEL_VALUE
+            label_term = value * w_label.sum(dim=1)[None, :]
+            label_size = num_classes * (value**2 if squared else value)
+        else:
+            label_term = w_label.T[labels]
+            label_size = 1.0
+        mean = (rest_size + label_size) / (rest.shape[1] + num_classes)
+        scale = (mean.sqrt() if squared else mean)[:, None] + 1e-8
+        return (shared + label_term) / scale + self.linear.bias, scale
+
+    @torch.no_grad()
+    def label_step(self, shared: torch.Tensor, rest: torch.Tensor, pos_labels: torch.Tensor,
+                   neg_labels: torch.Tensor, num_classes: int) -> LayerStep:
+        """``train_step`` on positive inputs ``[one-hot pos_labels, rest]`` and negative inputs
+        ``[one-hot neg_labels, rest]``, from ``shared_product(rest)``: the same update."""
+        z_pos, s_pos = self.label_pre_activation(shared, rest, pos_labels, num_classes)
+        z_neg, s_neg = self.label_pre_activation(shared, rest, neg_labels, num_classes)
+        n = len(rest)
+
+        def weight_gradient(dz: torch.Tensor) -> torch.Tensor:
+            dz_pos, dz_neg = dz[:n] / s_pos, dz[n:] / s_neg  # the normalization folded into dz
+            grad = torch.empty_like(self.linear.weight)
+            grad[:, num_classes:] = self.matmul((dz_pos + dz_neg).T, rest)
+            label = torch.zeros(num_classes, grad.shape[0], dtype=dz.dtype, device=dz.device)
+            label.index_add_(0, pos_labels, dz_pos).index_add_(0, neg_labels, dz_neg)
+            grad[:, :num_classes] = label.T
+            return grad
+
+        return self._step_from(torch.cat((z_pos, z_neg)), n, True, True, weight_gradient)
 
     def _bf16_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """bf16 copies of the weights, made once per update (the neutral pass, the positive and

@@ -127,6 +127,9 @@ class FFMLP(CenteredInput, nn.Module):
         features = sum(config.widths[i] for i in config.readout_layer_ids)
         self.readout = LinearReadout(features, config.num_classes, config.readout_lr, config.readout_weight_decay)
         self.init_centering(config.input_dim)
+        # Supervised: the first layer's neutral, positive and negative passes share one product
+        # (FFLinear.label_step); False takes the three passes one by one (the same update).
+        self.share_first_product = True
         # Transformations between layers that are not learned and need not be differentiable
         # (paper section 6, "a black box between layers"): layer i's output passes through
         # between[i] on its way up; its goodness and the readout still see the layer's own output.
@@ -149,12 +152,14 @@ class FFMLP(CenteredInput, nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
-    def activities(self, inputs: torch.Tensor, keep: tuple[int, ...] | None = None) -> dict[int, torch.Tensor]:
+    def activities(self, inputs: torch.Tensor, keep: tuple[int, ...] | None = None,
+                   first: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         """Activities before layer normalization, ``{layer: (B, N_l)}``, of the layers in ``keep``
-        (all when None); the others are dropped as soon as the next layer has read them."""
+        (all when None); the others are dropped as soon as the next layer has read them.
+        ``first``: the first layer's activities, already computed (``inputs`` is then unused)."""
         ys, h = {}, inputs
         for i, layer in enumerate(self.layers):
-            h = layer(h)
+            h = first if i == 0 and first is not None else layer(h)
             if keep is None or i in keep:
                 ys[i] = h
             if i in self.between:
@@ -207,7 +212,21 @@ class FFMLP(CenteredInput, nn.Module):
         """One FF step on a mini-batch: every layer's local update, then the readout's."""
         cfg = self.config
         self.observe_inputs(x)
-        if cfg.mode == "supervised":
+        first_step = None
+        if cfg.mode == "supervised" and self.share_first_product and isinstance(self.layers[0], FFLinear) \
+                and self.layers[0].closed_form():
+            # The neutral, positive and negative inputs differ only in the label entries: the first
+            # layer's product with the image is computed once for all three (FFLinear.label_step).
+            c, layer0 = cfg.num_classes, self.layers[0]
+            rest = self.prepare(x)[:, c:]
+            shared = layer0.shared_product(rest, c)
+            y_neutral = layer0._act(layer0.label_pre_activation(shared, rest, None, c)[0])
+            neutral = self.activities(x, cfg.readout_layer_ids, first=y_neutral)
+            readout_loss, logits = self.readout.train_step(self.readout_features(neutral), labels)
+            neg_labels = self._negative_labels(torch.softmax(logits, dim=1), labels, generator)
+            first_step = layer0.label_step(shared, rest, labels, neg_labels, c)
+            h_pos = h_neg = None
+        elif cfg.mode == "supervised":
             # One pass from the neutral label feeds the readout and picks the hard negative labels.
             neutral_features = self._readout_input(self.encode(x))
             readout_loss, logits = self.readout.train_step(neutral_features, labels)
@@ -220,7 +239,7 @@ class FFMLP(CenteredInput, nn.Module):
         keep = set(cfg.readout_layer_ids) if cfg.mode == "unsupervised" else set()
         stats, ys_pos = {}, {}
         for i, layer in enumerate(self.layers):
-            step = layer.train_step(h_pos, h_neg)
+            step = first_step if i == 0 and first_step is not None else layer.train_step(h_pos, h_neg)
             h_pos, h_neg = step.y_pos, step.y_neg
             if i in keep:
                 ys_pos[i] = step.y_pos

@@ -166,3 +166,24 @@ def test_centering_learns_the_training_inputs_mean_and_a_checkpoint_carries_it(t
     fresh = FFMLP(get_preset("synthetic-ff").model)
     fresh.load_state_dict(old)  # a checkpoint from before centering: zero mean, inputs unchanged
     assert torch.equal(fresh.input_mean, torch.zeros(196)) and torch.equal(fresh.prepare(data.test_x), data.test_x)
+
+
+@pytest.mark.parametrize("goodness", ["max_ssq", "max_sum"])
+@pytest.mark.parametrize("center", [True, False])
+def test_the_shared_first_product_takes_the_same_step_as_three_passes(synthetic, goodness, center):
+    import copy
+    from dataclasses import replace
+
+    p = get_preset("synthetic-ff")
+    config = replace(p.model, center_input=center, layer=replace(p.model.layer, goodness=goodness))
+    torch.manual_seed(0)
+    shared = FFMLP(config)
+    separate = copy.deepcopy(shared)
+    separate.share_first_product = False
+    for start in (0, 100, 200):  # three steps: momentum, peer means and the input mean carried along
+        x, y = synthetic.train_x[start:start + 100], synthetic.train_y[start:start + 100]
+        a = shared.train_batch(x, y, torch.Generator().manual_seed(start))
+        b = separate.train_batch(x, y, torch.Generator().manual_seed(start))
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    for (name, u), v in zip(shared.state_dict().items(), separate.state_dict().values()):
+        assert torch.allclose(u, v, rtol=1e-4, atol=1e-5), name
