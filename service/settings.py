@@ -101,11 +101,12 @@ class Settings(BaseSettings):
     wake_read_count: int = Field(2048, ge=1, description="about this many frames read per poll (entries hold "
                                  "a request's frames each: the entries read follow their mean size)")
     snapshot_every_frames: int = Field(200, ge=1)
-    snapshot_every_s: float = Field(5.0, gt=0)
+    snapshot_every_s: float = Field(1.0, gt=0)  # also how late a step reaches predict at low rates
     snapshots_kept: int = Field(3, ge=1)
     max_delta_ratio: float = Field(0.5, gt=0, description="refuse a negative update that changes a layer's "
                                    "weights by more than this fraction of their norm (an exploding update)")
-    max_delta_staleness: int = Field(5, ge=0, description="reject negative updates this many versions old")
+    max_delta_staleness: int = Field(5, ge=0, description="reject negative updates for a dream this many "
+                                     "positive steps (dreams) older than the latest")
     stream_idle_s: float = Field(600.0, gt=0, description="evict a stream's state after this long idle")
     evicted_state: Literal["drop", "save"] = Field(
         "drop", description="save: keep an evicted stream's recurrent state in Redis and resume from it")

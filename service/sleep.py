@@ -3,7 +3,7 @@ last positive step learned from, with labels and stream states, and the weights 
 with the negative phase computed on those weights: negative data (supervised: wrong labels drawn
 from those weights' own predictions; unsupervised: hybrid frames, two replayed frames mixed
 through a blurred mask) run from each frame's own context, and the FF-loss gradient, tagged with
-the dream's snapshot version, goes onto a Redis queue for the wake worker. Its work is proportional to the
+the dream's id, goes onto a Redis queue for the wake worker. Its work is proportional to the
 frames it dreams. It can be paused, to watch "sleep deprivation" in the metrics."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class SleepWorker:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.running = True
         self.cycles = 0
-        self.dreamt = 0  # version of the last dream answered
+        self.dreamt = 0  # id of the last dream answered
         self._measured = 0.0  # when the goodness gauges were last measured
         self.model = None  # the weights being dreamt with, reloaded in place for each dream
         self.metrics = SleepMetrics()
@@ -49,8 +49,8 @@ class SleepWorker:
     def paused(self) -> bool:
         return self.redis.hget(self.keys.sleep, "paused") == b"1"
 
-    def dream_version(self) -> int:
-        return int(self.redis.hget(self.keys.dream, "version") or 0)
+    def dream_id(self) -> int:
+        return int(self.redis.hget(self.keys.dream, "id") or 0)
 
     def due(self, last_cycle: float = 0.0) -> bool:
         """A new dream to answer (not while paused), or a trigger (answers the latest even if paused)."""
@@ -59,7 +59,9 @@ class SleepWorker:
             return True
         # Paused: the wake worker's positive steps go ahead without negatives after
         # negative_wait_s ("sleep deprivation"); resuming answers only the newest dream.
-        return not self.paused and self.dream_version() > self.dreamt
+        # "Different", not "newer": a wake worker that starts on an empty Redis counts from 1 again.
+        latest = self.dream_id()
+        return not self.paused and latest != 0 and latest != self.dreamt
 
     def warm_up(self) -> None:
         """One dream on random frames before the first real one: torch's first calls take about a
@@ -117,14 +119,14 @@ class SleepWorker:
     def cycle(self) -> int:
         """Answer the latest dream. Returns the number of negative examples generated (0 if none)."""
         start = time.perf_counter()
-        version, blob, weights = self.redis.hmget(self.keys.dream, ["version", "sample", "weights"])
-        if version is None or blob is None or weights is None:
+        dream, version, blob, weights = self.redis.hmget(self.keys.dream, ["id", "version", "sample", "weights"])
+        if dream is None or blob is None or weights is None:
             return 0
-        version = int(version)
-        self.dreamt = version
+        dream, version = int(dream), int(version or 0)
+        self.dreamt = dream
         model = self.model = load_bytes_into(self.model, weights)
         if not model_io.weights_finite(model):
-            log.warning("dream v%d has non-finite weights: not answered", version)
+            log.warning("dream %d has non-finite weights: not answered", dream)
             return 0
         sample = ReplaySample.from_bytes(blob)
         frames, labels = sample.frames, sample.labels
@@ -141,7 +143,8 @@ class SleepWorker:
             self._measured = time.monotonic()
             self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
-        self.redis.xadd(self.keys.negatives, {"version": version, "gradient": grad.to_bytes(), "n": grad.count},
+        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version, "gradient": grad.to_bytes(),
+                                              "n": grad.count},
                         maxlen=NEGATIVES_MAXLEN, approximate=True)
         self.cycles += 1
         seconds = time.perf_counter() - start
@@ -153,9 +156,10 @@ class SleepWorker:
         pipe.hincrby(self.keys.sleep, "cycles", 1)
         pipe.hincrby(self.keys.sleep, "negatives_generated", len(frames))
         pipe.hset(self.keys.sleep, mapping={"last_cycle_time": time.time(), "last_cycle_seconds": seconds,
-                                            "last_cycle_version": version})
+                                            "last_cycle_dream": dream, "last_cycle_version": version})
         pipe.execute()
-        log.debug("sleep cycle %d: %d negatives for dream v%d in %.3fs", self.cycles, len(frames), version, seconds)
+        log.debug("sleep cycle %d: %d negatives for dream %d (snapshot v%d) in %.3fs", self.cycles, len(frames),
+                  dream, version, seconds)
         return len(frames)
 
 

@@ -1,6 +1,6 @@
-"""The negative phase, as it comes back from the sleep worker: checked (version, shape, finite,
-size) and applied through the same update rule as the positive phase, right after the deferred
-positive step it answers."""
+"""The negative phase, as it comes back from the sleep worker: checked (age, shape, finite, size)
+and applied through the same update rule as the positive phase, right after the deferred positive
+step it answers; the next scheduled snapshot serves both."""
 
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ class Negatives:
         applied = 0
         for eid, fields in entries:
             self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
-            version = int(fields[b"version"])
-            answered = self.awaiting is not None and version >= self.awaiting.version
+            if b"dream" not in fields:
+                self._refuse_negative("invalid", "no dream id")
+                continue
+            dream = int(fields[b"dream"])
+            answered = self.awaiting is not None and dream >= self.awaiting.dream
             if answered:  # applied or refused, the deferred positive step goes in now
                 self.release_positive(publish=False)
                 self.awaiting = None  # and the next positive step may go
-            if self.version - version > self.settings.max_delta_staleness:
+            if self.dream_id - dream > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
                 self.metrics.negatives_rejected.labels("stale").inc()
                 self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
@@ -49,9 +52,8 @@ class Negatives:
                 self._refuse_negative("invalid", str(e))
                 continue
             applied += 1
+            # Served by the next scheduled snapshot, the positive and negative phases together.
             self._negatives_since_snapshot += 1
-            if answered:  # the positive and negative phases of a step are served together
-                self.publish()
             self.counters["negatives_applied"] += 1
             self.metrics.negatives_applied.inc()
             self.redis.hincrby(self.keys.model, "negatives_applied", 1)

@@ -25,7 +25,7 @@ log = logging.getLogger("service.wake")
 class Awaited:
     """A dream the sleep worker has not answered yet."""
 
-    version: int  # the snapshot version the dream was made at: its negatives come back tagged with it
+    dream: int  # the dream's id: its negatives come back tagged with it
     since: float  # monotonic time the dream was published
     positive: FFGradient | None  # the deferred positive step (None once applied without its negatives)
 
@@ -55,8 +55,8 @@ class Rhythm:
         if self.awaiting is not None:
             if now - self.awaiting.since < self.settings.negative_wait_s:
                 return False  # frames keep accumulating: the next step covers them all
-            log.warning("no negatives for dream v%d after %.1f s: positive step without them",
-                        self.awaiting.version, now - self.awaiting.since)
+            log.warning("no negatives for dream %d after %.1f s: positive step without them",
+                        self.awaiting.dream, now - self.awaiting.since)
             self.metrics.negatives_missed.inc()
             self.redis.hincrby(self.keys.model, "negatives_missed", 1)
             self.release_positive()  # a late answer is still applied if it is not too stale
@@ -94,10 +94,13 @@ class Rhythm:
     def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None) -> None:
         """Ask the sleep worker for the negative phase of ``sample`` on ``weights`` (a snapshot's
         bytes). The step is awaited before the dream is written: if Redis refuses the write, the
-        deferred positive step is applied alone after ``negative_wait_s`` instead of being lost."""
-        self.awaiting = Awaited(self.version, time.monotonic(), positive)
-        self.redis.hset(self.keys.dream, mapping={"version": self.version, "sample": sample.to_bytes(),
-                                                  "weights": weights, "frames": frames})
+        deferred positive step is applied alone after ``negative_wait_s`` instead of being lost.
+        Dreams have their own ids, not snapshot versions, so a step need not publish a snapshot:
+        predict's snapshots follow their own schedule (``housekeeping``)."""
+        self.dream_id += 1
+        self.awaiting = Awaited(self.dream_id, time.monotonic(), positive)
+        self.redis.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
+                                                  "sample": sample.to_bytes(), "weights": weights, "frames": frames})
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""

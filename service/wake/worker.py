@@ -39,7 +39,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.keys = keys or Keys(settings.key_prefix)
         self.device = resolve_device(settings.device)
         self.set_model(model_io.build(settings).to(self.device))
-        self.version = 0
+        self.version = 0  # of the published snapshot (what predict serves)
+        self.dream_id = 0  # of the last dream sent to the sleep worker: one per positive step
         self.frames_seen = 0
         self.streams = StreamTable()
         self.negatives_cursor = "0-0"
@@ -86,6 +87,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
                 raise WakeError(f"cannot create consumer group on {self.keys.frames}: {e}") from e
         config = json.dumps(self.model.config.to_dict())
         self.redis.hset(self.keys.model, mapping={"config": config, "device": str(self.device)})
+        # Dream ids go on from the last one sent, so the sleep worker sees the next as new.
+        self.dream_id = int(self.redis.hget(self.keys.dream, "id") or 0)
         self.publish()
 
     def stop(self, *_) -> None:

@@ -127,14 +127,17 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     wake.poll(pending=False)
     assert wake.learner.positive.count == 8  # accumulated, fewer than a window: not applied yet
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    version = wake.version
     wake.positive_step()  # what a full window (or wake_window_s) triggers: a deferred step, a dream
     assert wake.awaiting is not None and not wake.maybe_positive_step()  # waits for the negatives
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # deferred
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.due()
     assert sleep.cycle() == 8 and not sleep.due()
-    assert wake.apply_negatives() == 1 and wake.awaiting is None  # both phases applied, served
+    assert wake.apply_negatives() == 1 and wake.awaiting is None  # both phases applied
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
+    # no snapshot per step: the schedule's next one serves both phases together
+    assert wake.version == version and wake._negatives_since_snapshot > 0
     assert wake.counters["negatives_applied"] == 1
     wake.refresh_metrics()
     w, z = _samples(wake.metrics.registry), _samples(sleep.metrics.registry)
@@ -146,10 +149,9 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert z["ffstream_sleep_cycles_total"] == 1 and z["ffstream_sleep_negatives_generated_total"] == 8
     separation = z["ffstream_goodness|layer=0,phase=positive"] - z["ffstream_goodness|layer=0,phase=negative"]
     assert z["ffstream_goodness_separation|layer=0"] == pytest.approx(separation)
-    # a delta computed from a snapshot that is too old is refused, and counted
-    for _ in range(settings.max_delta_staleness + 1):
-        wake.publish()
-    sync_redis.xadd(keys.negatives, {"version": 1, "gradient": FFGradient([], []).to_bytes(), "n": 0})
+    # a delta for a dream too many positive steps old is refused, and counted
+    wake.dream_id += settings.max_delta_staleness + 1  # as if that many dreams had gone since
+    sync_redis.xadd(keys.negatives, {"dream": 1, "gradient": FFGradient([], []).to_bytes(), "n": 0})
     assert wake.apply_negatives() == 0
     assert wake.counters["negatives_rejected_stale"] == 1
     assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
@@ -162,16 +164,17 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
     def gradient(fill):
         return FFGradient([torch.full((32, 196 + 32), fill), torch.ones(32, 42)], [torch.ones(32), torch.ones(32)], 1)
 
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": gradient(float("nan")).to_bytes(), "n": 1})
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": b"not safetensors", "n": 1})
+    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": gradient(float("nan")).to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": b"not safetensors", "n": 1})
     wrong_shape = FFGradient([torch.ones(3, 3), torch.ones(32, 42)], [torch.ones(3), torch.ones(32)], 1)
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": wrong_shape.to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": wrong_shape.to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"version": 1, "gradient": gradient(1.0).to_bytes(), "n": 1})  # no dream id
     assert wake.apply_negatives() == 0
-    assert wake.counters["negatives_rejected_invalid"] == 3
+    assert wake.counters["negatives_rejected_invalid"] == 4
     assert all(torch.isfinite(p).all() for p in wake.model.parameters())
     # finite but exploding: a step many times the size of the weights themselves
     before = [p.detach().clone() for p in wake.model.parameters()]
-    sync_redis.xadd(keys.negatives, {"version": wake.version, "gradient": gradient(1e5).to_bytes(), "n": 1})
+    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": gradient(1e5).to_bytes(), "n": 1})
     assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_exploding"] == 1
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
     assert _samples(wake.metrics.registry)["ffstream_negative_updates_rejected_total|reason=exploding"] == 1
@@ -180,7 +183,7 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
 def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     sleep = SleepWorker(settings, sync_client(settings))
-    sync_redis.hset(keys.dream, mapping={"version": 1, "sample": b"", "frames": 0})  # a dream to answer
+    sync_redis.hset(keys.dream, mapping={"id": 1, "version": 1, "sample": b"", "frames": 0})  # a dream to answer
     sync_redis.hset(keys.sleep, "paused", 1)
     assert not sleep.due()
     sync_redis.set(keys.sleep_trigger, 1)
@@ -189,6 +192,8 @@ def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
     assert sleep.due()
     sleep.dreamt = 1  # answered: nothing more until the next dream
     assert not sleep.due()
+    sleep.dreamt = 57  # answered many before the wake worker started again on an empty Redis (ids from 1)
+    assert sleep.due()
 
 
 def test_checkpoint_and_resume(settings, sync_redis):
@@ -344,8 +349,7 @@ def test_a_refused_update_does_not_leave_the_wake_worker_waiting(settings, sync_
     wake.positive_step()
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 4
-    for _ in range(settings.max_delta_staleness + 1):  # the update goes stale before wake reads it
-        wake.publish()
+    wake.dream_id += settings.max_delta_staleness + 1  # the update goes stale before wake reads it
     assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_stale"] == 1
     assert wake.awaiting is None  # answered, if refused: the next positive step may go ahead
     _post(sync_redis, keys, "a", 0.9, label=1, seq=4)
@@ -468,7 +472,7 @@ def test_a_checkpoint_applies_the_deferred_step_and_still_asks_for_the_negatives
     assert wake.checkpoint()  # the weights it saves include every frame it acknowledges
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     assert wake.learner.positive.count == 0 and wake.awaiting is not None and wake.awaiting.positive is None
-    assert int(sync_redis.hget(keys.dream, "version")) == wake.awaiting.version  # negatives still asked for
+    assert int(sync_redis.hget(keys.dream, "id")) == wake.awaiting.dream  # negatives still asked for
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 6
     assert wake.apply_negatives() == 1 and wake.awaiting is None
