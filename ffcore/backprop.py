@@ -61,12 +61,6 @@ class BackpropMLP(CenteredInput, nn.Module):
             raise ValueError(f"the backprop baseline predicts with ['softmax'], not {method!r}")
         return self(x).argmax(dim=1)
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)  # checkpoints from before centering load with its defaults
-        for name in ("input_mean", "input_count"):
-            state_dict.setdefault(name, getattr(self, name))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
     def train_batch(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         self.observe_inputs(x)
         loss = F.cross_entropy(self(x), labels)

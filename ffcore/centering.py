@@ -14,7 +14,18 @@ import torch
 
 
 class CenteredInput:
-    """Mixin for an ``nn.Module`` whose ``config`` has ``center_input`` and ``center_horizon``."""
+    """Mixin for an ``nn.Module`` whose ``config`` has ``center_input`` and ``center_horizon``
+    (listed before ``nn.Module`` among the bases)."""
+
+    # Buffers added after the first checkpoints were written: older files load with their
+    # defaults (a zero mean leaves the inputs unchanged). Subclasses may name more.
+    later_buffers: tuple[str, ...] = ("input_mean", "input_count")
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        state_dict = dict(state_dict)
+        for name in self.later_buffers:
+            state_dict.setdefault(name, getattr(self, name))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def init_centering(self, input_dim: int) -> None:
         self.register_buffer("input_mean", torch.zeros(input_dim))

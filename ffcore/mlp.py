@@ -144,12 +144,6 @@ class FFMLP(CenteredInput, nn.Module):
             return embed_label(x, labels, self.config.num_classes)
         return x
 
-    # Buffers added after the first checkpoints were written: older files load with their defaults.
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)
-        for name in ("input_mean", "input_count"):
-            state_dict.setdefault(name, getattr(self, name))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @torch.no_grad()
     def activities(self, inputs: torch.Tensor, keep: tuple[int, ...] | None = None,

@@ -110,13 +110,7 @@ class RecurrentFF(CenteredInput, nn.Module):
         self.init_centering(config.input_dim)  # prepare() and observe_inputs(): ffcore.centering
 
     # Buffers added after the first checkpoints were written: older files load with their defaults.
-    _LATER_BUFFERS = ("readout_mean", "input_mean", "input_count")
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        state_dict = dict(state_dict)
-        for name in self._LATER_BUFFERS:
-            state_dict.setdefault(name, getattr(self, name))
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+    later_buffers = ("readout_mean", "input_mean", "input_count")
 
     # ---- the top layer ---------------------------------------------------------------------
     def label_vector(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor:
