@@ -35,12 +35,17 @@ def _logging(level: str) -> None:
     setup(level)
 
 
-def _thread_budget(settings) -> None:
+def _thread_budget(settings, worker: bool = False) -> None:
     """Each process gets FFS_TORCH_THREADS threads: API, wake, sleep and Redis share the cores, and
-    torch's default (one thread per core in every process) oversubscribes them."""
+    torch's default (one thread per core in every process) oversubscribes them. A worker also
+    takes FFS_WORKER_NICE: the API answers first when the cores are short."""
+    import os
+
     import torch
 
     torch.set_num_threads(settings.torch_threads)
+    if worker and settings.worker_nice:
+        os.nice(settings.worker_nice)
 
 
 @app.command()
@@ -79,7 +84,7 @@ def wake():
 
     settings = _settings()
     _logging(settings.log_level)
-    _thread_budget(settings)
+    _thread_budget(settings, worker=True)
     try:
         main(settings)
     except WakeError as e:
@@ -94,7 +99,7 @@ def sleep():
 
     settings = _settings()
     _logging(settings.log_level)
-    _thread_budget(settings)
+    _thread_budget(settings, worker=True)
     main(settings)
 
 

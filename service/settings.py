@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
                                    "before the next positive step goes ahead without them")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per process (wake, sleep, api)")
+    worker_nice: int = Field(0, ge=0, le=19, description="niceness added to the wake and sleep workers: where "
+                             "there are fewer cores than busy processes, the API (ingest, predict) runs first")
     peer_normalization: float = Field(0.0, ge=0)
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
     # width: its SGD step per frame is readout_step / |x|^2 (normalized LMS), the same relative

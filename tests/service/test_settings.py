@@ -24,3 +24,15 @@ def test_defaults_are_valid_and_env_prefixed(monkeypatch):
 def test_settings_refuse_invalid_values(changes, message):
     with pytest.raises(ValidationError, match=message):
         Settings(**changes)
+
+
+def test_worker_nice_lowers_only_the_workers_priority():
+    # In a child process: niceness only ever goes up, and this one must not touch the test runner's.
+    import subprocess
+    import sys
+
+    code = ("import os; from service.cli import _thread_budget; from service.settings import Settings; "
+            "s = Settings(worker_nice=5); base = os.nice(0); _thread_budget(s); api = os.nice(0); "
+            "_thread_budget(s, worker=True); print(api - base, os.nice(0) - base)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "5"]
