@@ -196,9 +196,9 @@ class FFLayer(nn.Module, ABC):
         """(B, D) length-normalized input -> (B, N) pre-activations."""
 
     @property
+    @abstractmethod
     def fan_in(self) -> int:
         """Inputs each unit reads (what ``lr_scale="fan_in"`` divides by)."""
-        raise NotImplementedError(f"{type(self).__name__} does not say how many inputs its units read")
 
     def layer_lr(self) -> float:
         """This layer's learning rate: ``config.lr``, scaled by its fan-in when ``lr_scale`` says so."""
@@ -377,13 +377,18 @@ class FFLinear(FFLayer):
         """``rest @ W[:, C:].T`` (B, N) for inputs ``[label, rest]`` whose label has C entries."""
         return self.matmul(rest, self.linear.weight[:, num_classes:].T)
 
-    def label_pre_activation(self, shared: torch.Tensor, rest: torch.Tensor, labels: torch.Tensor | None,
+    def rest_size(self, rest: torch.Tensor) -> torch.Tensor:
+        """(B,): what ``layer_norm`` measures of the non-label inputs (sum of squares, or of
+        absolute values for the ``*_sum`` goodness kinds); computed once for all three passes."""
+        return rest.square().sum(dim=1) if self.config.goodness.endswith("ssq") else rest.abs().sum(dim=1)
+
+    def label_pre_activation(self, shared: torch.Tensor, rest_size: torch.Tensor, labels: torch.Tensor | None,
                              num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Pre-activations (B, N) for the inputs ``[one-of-C labels (neutral when None), rest]``,
-        from ``shared_product``, and each row's normalizing scale (B, 1), as ``layer_norm`` has it."""
+        from ``shared_product`` and ``rest_size``, and each row's normalizing scale (B, 1), as
+        ``layer_norm`` has it."""
         w_label = self.linear.weight[:, :num_classes]
         squared = self.config.goodness.endswith("ssq")
-        rest_size = rest.square().sum(dim=1) if squared else rest.abs().sum(dim=1)
         if labels is None:
             value = NEUTRAL_LABEL_VALUE
             label_term = value * w_label.sum(dim=1)[None, :]
@@ -391,21 +396,22 @@ class FFLinear(FFLayer):
         else:
             label_term = w_label.T[labels]
             label_size = 1.0
-        mean = (rest_size + label_size) / (rest.shape[1] + num_classes)
+        mean = (rest_size + label_size) / self.in_features
         scale = (mean.sqrt() if squared else mean)[:, None] + 1e-8
         return (shared + label_term) / scale + self.linear.bias, scale
 
     @torch.no_grad()
-    def label_step(self, shared: torch.Tensor, rest: torch.Tensor, pos_labels: torch.Tensor,
-                   neg_labels: torch.Tensor, num_classes: int) -> LayerStep:
+    def label_step(self, shared: torch.Tensor, rest: torch.Tensor, rest_size: torch.Tensor,
+                   pos_labels: torch.Tensor, neg_labels: torch.Tensor, num_classes: int) -> LayerStep:
         """``train_step`` on positive inputs ``[one-hot pos_labels, rest]`` and negative inputs
         ``[one-hot neg_labels, rest]``, from ``shared_product(rest)``: the same update."""
-        z_pos, s_pos = self.label_pre_activation(shared, rest, pos_labels, num_classes)
-        z_neg, s_neg = self.label_pre_activation(shared, rest, neg_labels, num_classes)
+        # one-hot labels of either phase have the same size, so both phases share one scale
+        z_pos, scale = self.label_pre_activation(shared, rest_size, pos_labels, num_classes)
+        z_neg, _ = self.label_pre_activation(shared, rest_size, neg_labels, num_classes)
         n = len(rest)
 
         def weight_gradient(dz: torch.Tensor) -> torch.Tensor:
-            dz_pos, dz_neg = dz[:n] / s_pos, dz[n:] / s_neg  # the normalization folded into dz
+            dz_pos, dz_neg = dz[:n] / scale, dz[n:] / scale  # the normalization folded into dz
             grad = torch.empty_like(self.linear.weight)
             grad[:, num_classes:] = self.matmul((dz_pos + dz_neg).T, rest)
             label = torch.zeros(num_classes, grad.shape[0], dtype=dz.dtype, device=dz.device)

@@ -213,12 +213,12 @@ class FFMLP(CenteredInput, nn.Module):
             # layer's product with the image is computed once for all three (FFLinear.label_step).
             c, layer0 = cfg.num_classes, self.layers[0]
             rest = self.prepare(x)[:, c:]
-            shared = layer0.shared_product(rest, c)
-            y_neutral = layer0._act(layer0.label_pre_activation(shared, rest, None, c)[0])
+            shared, size = layer0.shared_product(rest, c), layer0.rest_size(rest)
+            y_neutral = layer0._act(layer0.label_pre_activation(shared, size, None, c)[0])
             neutral = self.activities(x, cfg.readout_layer_ids, first=y_neutral)
             readout_loss, logits = self.readout.train_step(self.readout_features(neutral), labels)
             neg_labels = self._negative_labels(torch.softmax(logits, dim=1), labels, generator)
-            first_step = layer0.label_step(shared, rest, labels, neg_labels, c)
+            first_step = layer0.label_step(shared, rest, size, labels, neg_labels, c)
             h_pos = h_neg = None
         elif cfg.mode == "supervised":
             # One pass from the neutral label feeds the readout and picks the hard negative labels.
