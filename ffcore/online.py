@@ -175,8 +175,8 @@ def normalized_step(layers, optimizer: torch.optim.Optimizer, grads: list[FFGrad
         # frame; dividing by it makes a step change a pre-activation by lr times its own loss
         # derivative, whatever the width of the layer below.
         width = layer.linear.weight.shape[1] + 1
-        layer.linear.weight.grad = sum(g.weights[i].to(layer.linear.weight) * (scale / (g.count * width))
-                                       for g in grads)
+        layer.linear.weight.grad = layer.restrict(sum(g.weights[i].to(layer.linear.weight) * (scale / (g.count * width))
+                                                      for g in grads))
         layer.linear.bias.grad = sum(g.biases[i].to(layer.linear.bias) * (scale / (g.count * width))
                                      for g in grads)
     optimizer.step()

@@ -52,9 +52,16 @@ class RecurrentConfig(LayerStackConfig):
     # many frames) instead of the last SGD iterate, whose noise the served predictions would
     # carry; 0: the last iterate. Only the online learner (ffcore.online) keeps the average.
     readout_average: int = 0
+    # Local receptive fields, bottom-up and top-down (ffcore.local.recurrent_masks): "topographic11"
+    # is paper section 4's CIFAR-10 net (32 x 32 maps of 3 units per location, 11 x 11 fields;
+    # widths equal to input_dim). None: fully connected. ``image_shape`` places the inputs.
+    receptive_fields: str | None = None
+    image_shape: tuple[int, int] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(i) for i in self.image_shape))
         object.__setattr__(self, "eval_window", tuple(int(i) for i in self.eval_window))
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be a non-empty list of positive sizes, got {self.widths}")
@@ -71,6 +78,26 @@ class RecurrentConfig(LayerStackConfig):
             raise ValueError(f"negatives must be 'hard' or 'uniform', got {self.negatives!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.receptive_fields is not None:
+            self.field_masks()  # the layout exists and fits the widths
+
+    def field_masks(self) -> list[torch.Tensor] | None:
+        """Each layer's 0/1 mask over its inputs ``[below, above]``, or None (fully connected)."""
+        if self.receptive_fields is None:
+            return None
+        from ffcore.local import recurrent_masks
+
+        if self.image_shape is None:
+            raise ValueError("local receptive fields need image_shape")
+        masks = recurrent_masks(self.receptive_fields, self.image_shape, self.input_dim, len(self.widths),
+                                self.num_classes)
+        dims = (self.input_dim, *self.widths, self.num_classes)
+        wanted = [(dims[i + 1], dims[i] + dims[i + 2]) for i in range(len(self.widths))]
+        if [tuple(m.shape) for m in masks] != wanted:
+            raise ValueError(f"receptive fields {self.receptive_fields!r} make layers of "
+                             f"{[m.shape[0] for m in masks]} units over {self.input_dim} inputs; widths are "
+                             f"{list(self.widths)}, input_dim {self.input_dim}")
+        return masks
 
 
 
@@ -104,6 +131,12 @@ class RecurrentFF(CenteredInput, nn.Module):
             FFRecurrentLayer(dims[i], dims[i + 2], dims[i + 1], theta, config.layer)
             for i, theta in enumerate(config.thresholds)
         )
+        masks = config.field_masks()
+        if masks is not None:
+            from ffcore.local import restrict_linear
+
+            for layer, mask in zip(self.layers, masks):
+                restrict_linear(layer, mask)
         self.readout = LinearReadout(sum(config.widths), config.num_classes, config.readout_lr,
                                      config.readout_weight_decay)
         self.register_buffer("readout_mean", torch.zeros_like(self.readout.linear.weight))
@@ -205,7 +238,7 @@ class RecurrentFF(CenteredInput, nn.Module):
             w = layer.linear.weight
             if left.shape[1] != w.shape[0] or right.shape[1] != w.shape[1] or len(left) != len(right):
                 raise ValueError(f"delta factors {tuple(left.shape)} x {tuple(right.shape)} do not fit weight {tuple(w.shape)}")
-            out.append((left.to(w).T @ right.to(w), left.to(w).sum(dim=0)))
+            out.append((layer.restrict(left.to(w).T @ right.to(w)), left.to(w).sum(dim=0)))
         return out
 
     @torch.no_grad()

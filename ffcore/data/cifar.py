@@ -42,6 +42,30 @@ def parse_records(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:], labels
 
 
+def to_records(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """(n, 3072) uint8 images (channel-major) and (n,) labels 0-9 -> the bytes of n records."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != RECORD - 1:
+        raise CifarError(f"images must be (n, 3072) uint8, got {images.shape} {images.dtype}")
+    if labels.shape != (len(images),) or (labels < 0).any() or (labels >= NUM_CLASSES).any():
+        raise CifarError(f"labels must be {len(images)} integers in 0-9")
+    return np.concatenate([labels.astype(np.uint8)[:, None], images], axis=1).tobytes()
+
+
+def write_folder(folder: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write 60,000 images and labels as the binary version's extracted folder (``FOLDER`` inside
+    ``folder``): the first 50,000 in the five training files, the rest in the test file. For tests,
+    and for data of another origin in this format."""
+    if len(images) != RECORDS_PER_FILE * (len(TRAIN_FILES) + 1):
+        raise CifarError(f"the binary version holds {RECORDS_PER_FILE * (len(TRAIN_FILES) + 1)} images, got {len(images)}")
+    out = Path(folder) / FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate((*TRAIN_FILES, TEST_FILE)):
+        part = slice(i * RECORDS_PER_FILE, (i + 1) * RECORDS_PER_FILE)
+        (out / name).write_bytes(to_records(images[part], labels[part]))
+    return out
+
+
 def _read_files(data_dir: Path) -> dict[str, bytes]:
     wanted = (*TRAIN_FILES, TEST_FILE)
     folder = data_dir / FOLDER

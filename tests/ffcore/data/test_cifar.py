@@ -77,3 +77,19 @@ def test_truncated_short_mislabeled_and_missing_files_are_refused_clearly(tmp_pa
 def test_fetch_knows_the_binary_archive_and_its_checksum():
     (remote,) = SOURCES["cifar10"].files
     assert remote.name == "cifar-10-binary.tar.gz" and remote.md5 == "c32a1d4ab5d03f1284b67883e8d87530"
+
+
+def test_written_folders_read_back_record_for_record_and_bad_arrays_are_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (60_000, 3072), dtype=np.uint8)
+    labels = rng.integers(0, 10, 60_000)
+    cifar.write_folder(tmp_path, images, labels)
+    data = load_cifar10(tmp_path)
+    assert np.array_equal((data.test_x * 255).round().numpy().astype(np.uint8), images[50_000:])
+    assert np.array_equal(data.val_y.numpy(), labels[45_000:50_000])
+    with pytest.raises(CifarError, match="holds 60000 images"):
+        cifar.write_folder(tmp_path, images[:10], labels[:10])
+    with pytest.raises(CifarError, match="uint8"):
+        cifar.to_records(images[:2].astype(np.int64), labels[:2])
+    with pytest.raises(CifarError, match="integers in 0-9"):
+        cifar.to_records(images[:2], np.array([3, 10]))

@@ -48,3 +48,20 @@ def test_load_dataset_by_name():
         load_dataset("mnist")
     with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
         load_dataset("cifar", "x")
+
+
+def test_the_colour_stand_in_puts_the_class_in_the_shape_over_a_background_of_its_own():
+    import torch
+
+    from ffcore.data.synthetic import make_synthetic, make_synthetic_color
+
+    x, y = make_synthetic_color(200, image_shape=(16, 16), seed=4)
+    again, _ = make_synthetic_color(200, image_shape=(16, 16), seed=4)
+    assert x.shape == (200, 3 * 256) and torch.equal(x, again) and 0 <= x.min() and x.max() <= 1
+    _, shapes_y = make_synthetic(200, image_shape=(16, 16), noise=0.0, seed=4)
+    assert torch.equal(y, shapes_y)  # the labels of the shapes drawn
+    planes = x.view(200, 3, 256)
+    assert (planes[:, 0] - planes[:, 1]).abs().mean() > 0.1  # colour, not grey
+    # two images of one class share a shape, not their pixels
+    a, b = (y == y[0]).nonzero().squeeze(1)[:2]
+    assert (x[a] - x[b]).abs().mean() > 0.1
