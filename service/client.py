@@ -195,6 +195,11 @@ class _Batch:
     frames: np.ndarray
     labels: list[int]
     first_seq: int
+    fast: bool = False  # learn=fast: each labeled frame also learned in one step (a correction)
+
+    @property
+    def params(self) -> dict:
+        return {"learn": "fast"} if self.fast else {}
 
 
 class _Core:
@@ -233,11 +238,21 @@ class _Core:
         self._buffered += 1
         return self._buffered >= self.batch_size
 
-    def _form(self, stream: str, frames: np.ndarray, labels: list[int]) -> None:
+    def _form(self, stream: str, frames: np.ndarray, labels: list[int], fast: bool = False) -> None:
         """Cut frames into batches of at most batch_size, give them their seqs, queue them."""
         for i in range(0, len(frames), self.batch_size):
             part = frames[i:i + self.batch_size]
-            self.pending.append(_Batch(stream, part, labels[i:i + self.batch_size], self.seqs.take(stream, len(part))))
+            self.pending.append(_Batch(stream, part, labels[i:i + self.batch_size], self.seqs.take(stream, len(part)),
+                                       fast))
+
+    @staticmethod
+    def _correction(frame, label: int) -> tuple[np.ndarray, list[int]]:
+        x = _as_frames(frame)
+        if len(x) != 1:
+            raise ValueError(f"correct takes one frame, got {len(x)}")
+        if label is None or int(label) < 0:
+            raise ValueError("correct needs the frame's right label (an int >= 0)")
+        return x, [int(label)]
 
     def _form_buffered(self) -> None:
         buffered, self._buffer, self._buffered = self._buffer, {}, 0
@@ -323,6 +338,16 @@ class Client(_Core):
         self._form_buffered()
         return self._send_pending()
 
+    def correct(self, stream: str, frame, label: int) -> Accepted:
+        """Teach the service one frame's right label in one step (``learn=fast``: say, a wrong
+        answer a user corrected): predictions for that frame give ``label`` from the next snapshot
+        on. Sent now, after anything queued before, as part of ``stream``."""
+        x, labels = self._correction(frame, label)
+        self._form_buffered()
+        self._know(stream)
+        self._form(stream, x, labels, fast=True)
+        return self._send_pending()[-1]
+
     def _know(self, stream: str) -> None:
         if not self.seqs.knows(stream):
             self._continue_after(stream, self._stream_or_none(stream))
@@ -332,7 +357,7 @@ class Client(_Core):
         while self.pending:
             batch = self.pending[0]
             response = self._retrying("POST", f"/v1/streams/{batch.stream}/frames", content=self._body(batch),
-                                      headers=BINARY)
+                                      headers=BINARY, params=batch.params)
             out.append(self._accepted(batch, response))
         return out
 
@@ -436,6 +461,15 @@ class AsyncClient(_Core):
             self._form_buffered()
             return await self._send_pending()
 
+    async def correct(self, stream: str, frame, label: int) -> Accepted:
+        """As :meth:`Client.correct`."""
+        x, labels = self._correction(frame, label)
+        async with self._lock:
+            self._form_buffered()
+            await self._know(stream)
+            self._form(stream, x, labels, fast=True)
+            return (await self._send_pending())[-1]
+
     async def _know(self, stream: str) -> None:
         if not self.seqs.knows(stream):
             self._continue_after(stream, await self._stream_or_none(stream))
@@ -445,7 +479,7 @@ class AsyncClient(_Core):
         while self.pending:
             batch = self.pending[0]
             response = await self._retrying("POST", f"/v1/streams/{batch.stream}/frames", content=self._body(batch),
-                                            headers=BINARY)
+                                            headers=BINARY, params=batch.params)
             out.append(self._accepted(batch, response))
         return out
 

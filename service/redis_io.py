@@ -49,12 +49,14 @@ class FrameEntry:
     labels: np.ndarray
     seqs: np.ndarray
     t: float  # Unix time of the 202
+    fast: bool = False  # every labeled frame also learned in one step (ffcore.fast.correct): learn=fast
 
     def fields(self) -> dict:
         raw = self.frames.dtype == np.uint8
-        return {"stream": self.stream, "n": len(self.frames), "dtype": "u1" if raw else "f4",
-                "data": (self.frames if raw else self.frames.astype("<f4")).tobytes(),
-                "labels": self.labels.astype("<i4").tobytes(), "seqs": self.seqs.astype("<i8").tobytes(), "t": self.t}
+        fields = {"stream": self.stream, "n": len(self.frames), "dtype": "u1" if raw else "f4",
+                  "data": (self.frames if raw else self.frames.astype("<f4")).tobytes(),
+                  "labels": self.labels.astype("<i4").tobytes(), "seqs": self.seqs.astype("<i8").tobytes(), "t": self.t}
+        return {**fields, "fast": 1} if self.fast else fields
 
     @classmethod
     def from_fields(cls, fields: dict, dim: int) -> FrameEntry:
@@ -65,14 +67,15 @@ class FrameEntry:
         else:
             frames = np.frombuffer(fields[b"data"], "<f4", n * dim).reshape(n, dim)
         return cls(fields[b"stream"].decode(), frames, np.frombuffer(fields[b"labels"], "<i4", n).astype(np.int64),
-                   np.frombuffer(fields[b"seqs"], "<i8", n), float(fields[b"t"]))
+                   np.frombuffer(fields[b"seqs"], "<i8", n), float(fields[b"t"]), fields.get(b"fast") == b"1")
 
 
-def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, now: float) -> None:
+def enqueue_frames(pipe, keys, stream_id: str, frames, labels, seqs, now: float, fast: bool = False) -> None:
     """Queue one request's validated frames on ``pipe`` (a transaction) as ONE entry of the wake
     worker's stream (its id comes back first in the pipe's results); the stream's and the model's
     counters move with them. The sleep worker gets its frames from the wake worker's dreams."""
-    pipe.xadd(keys.frames, FrameEntry(stream_id, np.asarray(frames), np.asarray(labels), np.asarray(seqs), now).fields())
+    pipe.xadd(keys.frames, FrameEntry(stream_id, np.asarray(frames), np.asarray(labels), np.asarray(seqs), now,
+                                      fast).fields())
     pipe.hincrby(keys.stream(stream_id), "received", len(frames))
     pipe.hincrby(keys.model, "frames_received", len(frames))
 

@@ -13,6 +13,7 @@ import torch
 
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.device import resolve_device
+from ffcore.fast import correct
 from ffcore.online import OnlineLearner
 from ffcore.state import RecurrentState
 from service import model as model_io
@@ -229,7 +230,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
                         continue
                     seqs[stream] = seq
                 self.metrics.queue_wait_seconds.observe(wait)
-                items.append((eid, frame, label, seq))
+                items.append((eid, frame, label, seq, entry.fast and label >= 0))
         per_stream = OrderedDict((s, items) for s, items in per_stream.items() if items)
         stats = {}
         saved = self.saved_states(list(per_stream))  # I/O before the steps, not inside them
@@ -239,12 +240,14 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         # couple of positive steps old (a whole 2,048-frame poll learned up front cost 0.2-0.4
         # points of MNIST test error in benchmarks/online_learning.py's service run).
         ahead = max(1, READOUT_AHEAD_FRAMES // max(len(per_stream), 1))
+        corrections = 0
         for k in range(depth):
             if k % ahead == 0:
                 self.learn_readout(per_stream, k, min(k + ahead, depth))
             batch = [(s, items[k]) for s, items in per_stream.items() if k < len(items)]
             start = time.perf_counter()
             stats = self.step([s for s, _ in batch], [item for _, item in batch], saved) or stats
+            corrections += self.learn_fast([item for _, item in batch if item[4]])
             self.metrics.update_seconds.observe(time.perf_counter() - start)
             try:
                 self.maybe_positive_step()
@@ -281,7 +284,11 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         if applied:
             pipe.hset(self.keys.model, mapping={"frames_seen": self.frames_seen, **stats})
             pipe.hincrby(self.keys.model, "frames_applied", applied)
+        if corrections:
+            pipe.hincrby(self.keys.model, "fast_corrections", corrections)
         pipe.execute()
+        if corrections:
+            self.publish()  # a correction is served at once, not after the next snapshot interval
         return applied
 
     def learn_readout(self, per_stream: OrderedDict, first: int, end: int) -> None:
@@ -300,6 +307,17 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
             if window is None:
                 window = self.streams.hits[s] = deque(maxlen=self.settings.accuracy_window)
             window.append(int(hit))
+
+    def learn_fast(self, items: list[tuple]) -> int:
+        """Learn each labeled frame of a ``learn=fast`` request in one step (``ffcore.fast.correct``,
+        after its ordinary step): both classifiers answer its label for it from the next snapshot
+        on. With the FF layers frozen only the readout is corrected. Returns the frames learned."""
+        for _, frame, label, _, _ in items:
+            correct(self.model, torch.tensor(frame, device=self.device), label,
+                    ff_layers=not self.settings.freeze)
+            self.counters["fast_corrections"] = self.counters.get("fast_corrections", 0) + 1
+            self.metrics.fast_corrections.inc()
+        return len(items)
 
     def step(self, ids: list[str], items: list[tuple], saved: dict[str, RecurrentState] | None = None) -> dict:
         """One damped synchronous iteration for these streams, each advanced by one frame (its

@@ -66,3 +66,60 @@ def test_what_learning_fast_cannot_do_is_refused_clearly():
         dead.layers[0].linear.bias.fill_(-1.0)
     with pytest.raises(ValueError, match="no unit"):
         fast_update(dead.layers, x, 1.0)
+
+
+# ---- the one-step correction of a recurrent net (the service's learn=fast) ----------------------
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_contrastive_step_scales_the_corrected_input_and_leaves_the_others_exactly(masked):
+    from ffcore.fast import contrastive_fast_step
+    from ffcore.layers import FFLinear
+    from ffcore.local import map_mask, restrict_linear
+
+    torch.manual_seed(0)
+    layer = FFLinear(48, 48, threshold=48.0, config=LayerConfig())
+    if masked:  # a 4 x 4 map of 3 units per location, 3 x 3 fields
+        restrict_linear(layer, map_mask((4, 4, 3), 3, 3))
+    x, others = torch.rand(48), torch.rand(3, 48)
+    others[:, :8] = x[:8]  # the inputs share a part, as a frame with different labels does
+    with torch.no_grad():
+        z0, z_others = layer.pre_activation(x[None]), layer.pre_activation(others)
+        eps = contrastive_fast_step(layer, x, others, target=3.0 * float(activity_measure(layer(x[None]))))
+        assert eps == pytest.approx(3.0**0.5 - 1, rel=1e-5)
+        assert torch.allclose(layer.pre_activation(x[None]), (1 + eps) * z0, rtol=1e-4, atol=1e-4)  # equation 4
+        assert torch.allclose(layer.pre_activation(others), z_others, atol=1e-4)  # the others untouched
+    if masked:
+        assert (layer.linear.weight[layer.mask == 0] == 0).all()
+    assert contrastive_fast_step(layer, x, torch.stack((x, others[0])), target=1.0) is None  # x is in their span
+
+
+@pytest.mark.parametrize("readout_average", [0, 100])
+def test_a_correction_makes_both_classifiers_answer_the_label_and_leaves_the_others_mostly_alone(readout_average):
+    from ffcore.data.synthetic import make_synthetic
+    from ffcore.fast import correct
+    from ffcore.recurrent import RecurrentConfig, RecurrentFF
+
+    torch.manual_seed(0)
+    model = RecurrentFF(RecurrentConfig(input_dim=196, widths=(64, 64), iterations=4, eval_window=(3, 4),
+                                        readout_average=readout_average, layer=LayerConfig(lr=3e-3, momentum=0.9)))
+    x, y = make_synthetic(600, seed=0, noise=0.4)
+    for i in range(0, 400, 50):  # trained a little: it still makes mistakes
+        model.train_batch(x[i : i + 50], y[i : i + 50])
+    if readout_average:  # served predictions use the average (which only the online learner keeps)
+        model.readout_mean.copy_(model.readout.linear.weight)
+    test_x, test_y = x[400:], y[400:]
+    wrong = (model.predict(test_x, "goodness") != test_y).nonzero().squeeze(1)
+    assert len(wrong) >= 5
+    accuracy_before = {m: (model.predict(test_x, m) == test_y).float().mean() for m in ("goodness", "softmax")}
+    for i in wrong[:5].tolist():
+        still_wrong = int(model.predict(test_x[i : i + 1], "goodness")) != int(test_y[i])  # earlier ones may fix it
+        report = correct(model, test_x[i], int(test_y[i]))
+        assert (report["goodness_before"] != int(test_y[i])) == still_wrong
+        assert int(model.predict(test_x[i : i + 1], "goodness")) == int(test_y[i])
+        assert int(model.predict(test_x[i : i + 1], "softmax")) == int(test_y[i])
+    # Five corrections do not cost the other 195 frames (with the defaults they even gained:
+    # ffcore.fast says what was measured).
+    for method, before in accuracy_before.items():
+        assert (model.predict(test_x, method) == test_y).float().mean() >= before - 0.03, method
+    with pytest.raises(ValueError, match="not one of the model's 10 classes"):
+        correct(model, test_x[0], 10)

@@ -304,3 +304,18 @@ def test_a_burst_larger_than_the_redis_pool_waits_for_connections_instead_of_fai
         codes = list(pool.map(lambda i: c.post(f"/v1/streams/s{i % 8}/frames",
                                                json={"frames": [_frame(settings)]}).status_code, range(240)))
     assert codes == [202] * 240
+
+
+def test_learn_fast_marks_the_entry_and_is_validated(client, settings, sync_redis):
+    r = client.post("/v1/streams/s/frames?learn=fast", json={"frames": [_frame(settings, 0.2, 4), _frame(settings)]})
+    assert r.status_code == 202, r.text
+    entry = FrameEntry.from_fields(sync_redis.xrange(f"{settings.key_prefix}:frames:0")[-1][1], settings.input_dim)
+    assert entry.fast and entry.labels.tolist() == [4, -1]
+    r = client.post("/v1/streams/s/frames", json={"frames": [_frame(settings, 0.2, 4)]})
+    last = FrameEntry.from_fields(sync_redis.xrange(f"{settings.key_prefix}:frames:0")[-1][1], settings.input_dim)
+    assert r.status_code == 202 and not last.fast  # online is the default
+    r = client.post("/v1/streams/s/frames?learn=fast", json={"frames": [_frame(settings)]})
+    assert r.status_code == 422 and "these frames have no labels" in r.text
+    r = client.post("/v1/streams/s/frames?learn=slow", json={"frames": [_frame(settings, 0.2, 4)]})
+    assert r.status_code == 422 and "online" in r.text and "fast" in r.text
+    assert client.get("/v1/model").json()["fast_corrections"] == 0

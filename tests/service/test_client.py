@@ -163,3 +163,28 @@ def test_the_async_client_does_the_same(settings):
     with serve_app(settings) as base, Waker(settings):
         status = asyncio.run(main(base))
         assert status.frames_received == 20 and status.last_seq == 19
+
+
+def test_a_correction_is_learned_in_one_step_and_served(settings):
+    with serve_app(settings) as base, Waker(settings), Client(base, batch_size=16) as c:
+        x = _frames(41, settings.input_dim)
+        c.learn("a", x[:40], labels=[i % 10 for i in range(40)])
+        _wait_applied(c, "a", 40)
+        wrong = c.predict_one(x[40]).label
+        right = (wrong + 1) % settings.num_classes
+        accepted = c.correct("a", x[40], right)
+        assert accepted.frames == 1 and accepted.first_seq == 40
+        _wait_applied(c, "a", 41)
+        assert c.predict_one(x[40]).label == right
+        assert c.predict_one(x[40], method="goodness").label == right
+        assert c.model().raw["fast_corrections"] == 1
+        with pytest.raises(ValueError, match="right label"):
+            c.correct("a", x[40], None)
+
+    async def main(base):
+        async with AsyncClient(base) as c:
+            await c.correct("b", x[0], 3)
+            return await c.stream("b")
+
+    with serve_app(settings) as base, Waker(settings):
+        assert asyncio.run(main(base)).frames_received == 1

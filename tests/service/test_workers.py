@@ -476,3 +476,42 @@ def test_a_checkpoint_applies_the_deferred_step_and_still_asks_for_the_negatives
     sleep = SleepWorker(settings, sync_client(settings))
     assert sleep.cycle() == 6
     assert wake.apply_negatives() == 1 and wake.awaiting is None
+
+
+def _post_fast(redis, keys, stream, frame, label):
+    pipe = redis.pipeline(transaction=True)
+    enqueue_frames(pipe, keys, stream, frame[None], np.array([label]), np.array([-1]), now=0.0, fast=True)
+    pipe.execute()
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_fast_correction_is_served_at_once_by_both_classifiers(settings, sync_redis, freeze):
+    from service.model import load_snapshot
+
+    settings = settings.model_copy(update={"freeze": freeze})
+    keys = Keys(settings.key_prefix)
+    rng = np.random.default_rng(0)
+    for seq in range(40):  # some ordinary learning first
+        frame = rng.random((1, 196), dtype=np.float32)
+        pipe = sync_redis.pipeline(transaction=True)
+        enqueue_frames(pipe, keys, "a", frame, np.array([seq % 3]), np.array([seq]), now=0.0)
+        pipe.execute()
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    assert wake.poll() == 40
+    frame = torch.from_numpy(rng.random(196, dtype=np.float32))
+    _, served = load_snapshot(sync_redis, keys)
+    label = (int(served.predict(frame[None], "softmax")) + 1) % 10  # a label it does not give
+    layers = [p.detach().clone() for p in wake.model.layers.parameters()]
+    version = wake.version
+    _post_fast(sync_redis, keys, "a", frame.numpy(), label)
+    assert wake.poll() == 1
+    assert wake.version > version  # published at once
+    _, served = load_snapshot(sync_redis, keys)
+    assert int(served.predict(frame[None], "softmax")) == label
+    if freeze:  # the control: only the readout is corrected, the FF layers stay bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(layers, wake.model.layers.parameters()))
+    else:
+        assert int(served.predict(frame[None], "goodness")) == label
+    assert int(sync_redis.hget(keys.model, "fast_corrections")) == 1
+    assert _samples(wake.metrics.registry)["ffstream_fast_corrections_total"] == 1

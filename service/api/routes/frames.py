@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Security
 
 from service.api.bodies import BINARY_TYPE, JSON_TYPE, Rejected, media_type, parse_json, read_body
 from service.api.deps import KeysDep, RedisDep, SettingsDep
@@ -149,6 +150,10 @@ async def post_frames(
     redis: RedisDep,
     keys: KeysDep,
     stream_id: str = Path(pattern=STREAM_ID_PATTERN, description="letters, digits, _ . : - (1-128)"),
+    learn: Literal["online", "fast"] = Query(
+        "online", description="online: every frame learned as the stream goes (the default); fast: besides, "
+        "every labeled frame learned at once in one step (paper section 6), so that predictions for it give "
+        "its label from the next snapshot on: for a user's correction of a wrong answer, not for every frame"),
 ) -> FramesAccepted:
     """Append frames (with optional labels) to a stream. 202 means they are stored in Redis."""
     metrics = request.app.state.metrics
@@ -160,6 +165,9 @@ async def post_frames(
         metrics.body_bytes.observe(len(body))
         frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
         check_seqs(seqs, seq_max, settings)
+        if learn == "fast" and not (labels >= 0).any():
+            raise Rejected(422, "fast_needs_labels", "learn=fast learns labeled frames in one step: "
+                           "these frames have no labels", frames=len(frames))
     except Rejected as e:
         metrics.rejected.labels(e.reason).inc()
         metrics.frames_received.inc(e.frames)
@@ -170,7 +178,7 @@ async def post_frames(
         raise Rejected(429, "rate_limited", f"{len(frames)} more frames would pass this stream's limit of "
                        f"{settings.max_stream_fps:g} frames/s", frames=len(frames), retry_after=1)
     pipe = redis.pipeline(transaction=True)
-    enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, now)
+    enqueue_frames(pipe, keys, stream_id, frames, labels, seqs, now, fast=learn == "fast")
     pipe.zadd(keys.streams, {stream_id: now})
     if (seqs >= 0).any():
         pipe.eval(_RAISE_SEQ_MAX, 1, keys.stream(stream_id), int(seqs.max()))

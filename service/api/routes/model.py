@@ -35,6 +35,7 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
                     negatives_rejected_stale=int(m.get(b"negatives_rejected_stale", 0)),
                     negatives_rejected_invalid=int(m.get(b"negatives_rejected_invalid", 0)),
                     negatives_rejected_exploding=int(m.get(b"negatives_rejected_exploding", 0)),
+                    fast_corrections=int(m.get(b"fast_corrections", 0)),
                     rollbacks=int(m.get(b"rollbacks", 0)),
                     checkpoint_error=m[b"checkpoint_error"].decode(errors="replace") if b"checkpoint_error" in m else None,
                     frames_unacked=int(m.get(b"frames_unacked", 0)),
