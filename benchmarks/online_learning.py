@@ -44,11 +44,13 @@ from service.settings import Settings
 
 
 def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat: int, window: int, staleness: int,
-              seed: int, defer: bool = False) -> dict:
-    """(c), (d) and the frozen control through ffcore.online, with the service's model settings."""
+              seed: int, defer: bool = False, learner: OnlineLearner | None = None) -> dict:
+    """(c), (d) and the frozen control through ffcore.online, with the service's model settings.
+    ``learner``: learn this one's model (say, to go on from it afterwards) instead of a new one."""
     torch.manual_seed(seed)
-    model = RecurrentFF(model_io.recurrent_config(settings))
-    learner = OnlineLearner(model, model_io.online_config(settings))
+    if learner is None:
+        learner = OnlineLearner(RecurrentFF(model_io.recurrent_config(settings)), model_io.online_config(settings))
+    model = learner.model
     gen = torch.Generator().manual_seed(seed)
     pending, hits, start = [], 0, time.perf_counter()
     state = model.initial_state(x[:streams])

@@ -77,7 +77,7 @@ def fast_update(layers: Sequence, x: torch.Tensor, target: float | Sequence[floa
     return epsilons
 
 
-# ---- a correction learned in one step (the service's ``learn=fast``) ---------------------------
+# ---- a correction learned at once (the service's ``learn=fast``) -------------------------------
 # Equation 4 raises the goodness of one input; but the same frame with another label on top is
 # almost the same input (only the label part differs), so every other label's goodness rises
 # almost as much and the classifier's answer hardly moves (docs/RESULTS.md, "Learning fast").
@@ -93,16 +93,19 @@ def fast_update(layers: Sequence, x: torch.Tensor, target: float | Sequence[floa
 # 1.0 instead of 0.5 left the softmax readout at 47.0%. Small steps spill least onto other frames.
 FAST_MARGIN = 0.02
 LOGIT_MARGIN = 0.5
+FAST_STEPS = 3  # at most this many fast steps of the FF layers per correction
 
 
 @torch.no_grad()
-def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: float) -> float | None:
+def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: float,
+                          frozen: torch.Tensor | None = None) -> float | None:
     """Equation 4 for one layer and one input ``x`` ((D,) or (1, D), the layer's raw input), taken
     along the part of ``[x_norm, 1]`` that the inputs ``others`` ((K, D), normalized the same way)
     do not span (per unit, within its receptive field when the layer has one): the
     pre-activations for ``x`` are scaled by 1 + eps so that its activity measure becomes
-    ``target``; those for every row of ``others`` do not change. Returns eps, or None when ``x``
-    is (nearly) in that span (nothing is changed)."""
+    ``target``; those for every row of ``others`` do not change. ``frozen`` (D,) bool: inputs
+    whose weights the step leaves alone. Returns eps, or None when ``x`` is (nearly) in that span
+    (nothing is changed)."""
     if layer.config.activation not in HOMOGENEOUS:
         raise ValueError(f"learning fast needs an activation that scales with its input ({', '.join(HOMOGENEOUS)}); "
                          f"this layer uses {layer.config.activation}")
@@ -113,6 +116,9 @@ def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: 
     z = weight @ xt + bias  # (N,)
     eps = fast_epsilon(float(activity_measure(layer._act(z)[None], layer.config.goodness)), target, layer.config.goodness)
     mask = getattr(layer, "mask", None)
+    if frozen is not None:
+        allowed = (~frozen).to(z.dtype)[None, :]
+        mask = allowed.expand(len(z), -1) if mask is None else mask * allowed
     # Per unit j, inner products over its own inputs (its field) and the bias's constant 1:
     # the Gram matrix of the others G_j (K, K) and their products with x, b_j (K,).
     pairs = torch.cat(((xo[:, None, :] * xo[None, :, :]).reshape(k * k, -1), xo * xt[None, :], (xt * xt)[None]))
@@ -146,43 +152,72 @@ def _settled_inputs(model, frame: torch.Tensor, state=None) -> list[torch.Tensor
 
 
 @torch.no_grad()
+def fast_goodness_step(model, x: torch.Tensor, label: int, scores: torch.Tensor, state=None,
+                       margin: float = FAST_MARGIN, boost: float = 1.0) -> list[float | None]:
+    """One fast step of every FF layer of a recurrent net for the frame ``x`` (1, D): each layer's
+    goodness with ``label`` on top, at the last iteration of the evaluation window, scaled by one
+    factor, the factor that would put the label's window total (``scores``, as
+    ``label_goodness`` gives them) ``1 + margin`` past the best other label's, by
+    :func:`contrastive_fast_step` (all layers at once, from one pass; with any other label on top
+    the pre-activations at that iteration stay as they were). ``boost``: that factor's change
+    from 1 multiplied by this (for a window that follows only part of the step). Returns each
+    layer's eps."""
+    c = len(scores)
+    others = torch.arange(c, device=x.device) != label
+    kind = model.config.layer.goodness
+    inputs = _settled_inputs(model, x, state)
+    measures = [activity_measure(layer(xs), kind) for layer, xs in zip(model.layers, inputs)]  # (C,) each
+    totals = goodness_sign(kind) * scores
+    if goodness_sign(kind) > 0:
+        factor = max(1.0, (1 + margin) * float(totals[others].max()) / max(float(totals[label]), 1e-12))
+    else:
+        factor = min(1.0, float(totals[others].min()) / ((1 + margin) * max(float(totals[label]), 1e-12)))
+    if factor == 1.0:
+        return [0.0] * len(model.layers)
+    factor = max(1.0 + boost * (factor - 1.0), 1e-3)
+    return [contrastive_fast_step(layer, xs[label], xs[others], factor * float(m[label]))
+            for layer, xs, m in zip(model.layers, inputs, measures)]
+
+
+@torch.no_grad()
 def correct(model, frame: torch.Tensor, label: int, state=None, margin: float = FAST_MARGIN,
-            logit_margin: float = LOGIT_MARGIN, ff_layers: bool = True) -> dict:
-    """Learn one labeled frame in one step (a user's correction of a wrong answer) in a
+            logit_margin: float = LOGIT_MARGIN, ff_layers: bool = True, max_steps: int = FAST_STEPS) -> dict:
+    """Learn one labeled frame at once (a user's correction of a wrong answer) in a
     :class:`ffcore.recurrent.RecurrentFF`: both of its classifiers answer ``label`` for this frame
     afterwards, and the weights move only along what tells this frame apart.
 
-    * The FF layers: every layer's goodness for the frame with ``label`` on top is scaled by one
-      factor, so that their total is ``1 + margin`` times the best other label's (that much
-      smaller, for the ``min_*`` goodness), by :func:`contrastive_fast_step`, all layers at once
-      from one pass (no normalized output changes, and with any other label on top the
-      pre-activations stay as they were at the last iteration of the evaluation window).
-    * The softmax readout: each class whose logit is not ``logit_margin`` below the label's at this
-      frame's features closes half the gap and the label the other half (steps along the
-      features), in the averaged readout that predictions use as well as in the learning one.
+    * The FF layers: fast steps (:func:`fast_goodness_step`) until the goodness classifier answers
+      ``label``, at most ``max_steps``. One step raises the label's goodness at the last iteration
+      of the window exactly; the window's earlier iterations follow it only in part (damping), so
+      one step seldom suffices on its own (``benchmarks/correction.py`` counts them).
+    * The softmax readout, in one step: each class whose logit is not ``logit_margin`` below the
+      label's at this frame's features closes half the gap and the label the other half (steps
+      along the features), in the averaged readout that predictions use as well as in the
+      learning one.
 
     ``state``: the stream's context (one row) to settle from; None: a bottom-up pass.
     ``ff_layers=False``: only the readout (FF layers frozen). Returns the labels each classifier
-    gave before and each layer's eps (None: not separable; [] when not asked)."""
+    gave before, the fast steps taken and their layers' eps (None: not separable)."""
     x = frame.reshape(1, -1)
     c = model.config.num_classes
     if not 0 <= label < c:
         raise ValueError(f"label {label} is not one of the model's {c} classes")
-    others = torch.arange(c, device=x.device) != label
-    goodness_before = int(model.label_goodness(x, state)[0].argmax())
+    scores = model.label_goodness(x, state)[0]  # (C,) signed goodness averaged over the window
+    goodness_before = int(scores.argmax())
     softmax_before = int(model.predict_fast(x)[0].argmax())
-    epsilons = []
-    if ff_layers:
-        kind = model.config.layer.goodness
-        inputs = _settled_inputs(model, x, state)
-        measures = [activity_measure(layer(xs), kind) for layer, xs in zip(model.layers, inputs)]  # (C,) each
-        totals = torch.stack(measures).sum(dim=0)
-        if goodness_sign(kind) > 0:  # one factor for every layer: the label's total past the best other's
-            factor = max(1.0, (1 + margin) * float(totals[others].max()) / max(float(totals[label]), 1e-12))
-        else:
-            factor = min(1.0, float(totals[others].min()) / ((1 + margin) * max(float(totals[label]), 1e-12)))
-        epsilons = [contrastive_fast_step(layer, xs[label], xs[others], factor * float(m[label])) if factor != 1.0
-                    else 0.0 for layer, xs, m in zip(model.layers, inputs, measures)]
+    epsilons, boost = [], 1.0
+    while ff_layers and len(epsilons) < max_steps and int(scores.argmax()) != label:
+        others = scores.clone()
+        others[label] = -float("inf")
+        wanted = float(others.max()) + margin * abs(float(others.max())) - float(scores[label])  # window gain
+        step = fast_goodness_step(model, x, label, scores, state, margin, boost)
+        if not any(step):  # nothing separable
+            break
+        epsilons.append(step)
+        before, scores = float(scores[label]), model.label_goodness(x, state)[0]
+        # the window followed only part of the step: the next asks for more, as much as it fell short
+        followed = (float(scores[label]) - before) / wanted if wanted > 0 else 1.0
+        boost = boost / min(max(followed, 0.1), 1.0)
     features = model.bottom_up_features(x)[0]
     unit = features / features.square().sum().clamp_min(1e-12)
     logits = model.served_readout(features[None])[0]
@@ -199,4 +234,5 @@ def correct(model, frame: torch.Tensor, label: int, state=None, margin: float = 
             w[label] += half * unit
             w[k] -= half * unit
         logits = model.served_readout(features[None])[0]
-    return {"goodness_before": goodness_before, "softmax_before": softmax_before, "epsilons": epsilons}
+    return {"goodness_before": goodness_before, "softmax_before": softmax_before, "fast_steps": len(epsilons),
+            "epsilons": epsilons}

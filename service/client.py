@@ -195,7 +195,7 @@ class _Batch:
     frames: np.ndarray
     labels: list[int]
     first_seq: int
-    fast: bool = False  # learn=fast: each labeled frame also learned in one step (a correction)
+    fast: bool = False  # learn=fast: each labeled frame also learned at once (a correction)
 
     @property
     def params(self) -> dict:
@@ -339,7 +339,7 @@ class Client(_Core):
         return self._send_pending()
 
     def correct(self, stream: str, frame, label: int) -> Accepted:
-        """Teach the service one frame's right label in one step (``learn=fast``: say, a wrong
+        """Teach the service one frame's right label at once (``learn=fast``: say, a wrong
         answer a user corrected): predictions for that frame give ``label`` from the next snapshot
         on. Sent now, after anything queued before, as part of ``stream``."""
         x, labels = self._correction(frame, label)

@@ -107,7 +107,7 @@ class WakeMetrics:
         self.negatives_missed = Counter(f"{NS}_negative_updates_missed", "Positive steps taken without the "
                                         "previous step's negatives (the sleep worker did not answer in time)",
                                         registry=r)
-        self.fast_corrections = Counter(f"{NS}_fast_corrections", "Labeled frames learned in one step "
+        self.fast_corrections = Counter(f"{NS}_fast_corrections", "Labeled frames learned at once "
                                         "(learn=fast: a user's correction)", registry=r)
         self.rollbacks = Counter(f"{NS}_weight_rollbacks", "Times the weights became non-finite and went back "
                                  "to the last published snapshot", registry=r)

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, ge=0, description="width of the FF logistic as a fraction of the threshold; "
                                "0: the paper's")
     freeze: bool = Field(False, description="keep the FF layers fixed; only the readout learns (the control)")
+    # What a correction (learn=fast) changes. "readout": the readout alone, in one step; "all": also
+    # the FF layers, by fast steps of equation 4 (ffcore.fast.correct). The readout alone measured
+    # better on the classes already learned (benchmarks/correction.py, docs/RESULTS.md).
+    correction_layers: Literal["readout", "all"] = Field("readout", description="what learn=fast changes: "
+                                                          "the readout, or all layers (FF layers by equation 4)")
     wake_window: int = Field(50, ge=1, description="positive frames accumulated per FF step")
     wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
     # Each step ships a snapshot to the sleep worker and a gradient back (a few MB through Redis):

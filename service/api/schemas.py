@@ -88,7 +88,7 @@ class ModelOut(BaseModel):
     negatives_rejected_stale: int
     negatives_rejected_invalid: int = 0
     negatives_rejected_exploding: int = 0
-    fast_corrections: int = Field(0, description="labeled frames learned in one step (learn=fast)")
+    fast_corrections: int = Field(0, description="labeled frames learned at once (learn=fast)")
     rollbacks: int = Field(0, description="times non-finite weights were replaced by the last snapshot")
     checkpoint_error: str | None = Field(None, description="why checkpoints fail (null while they work)")
     frames_unacked: int = Field(0, description="while checkpoints fail: applied frames waiting to be acknowledged")

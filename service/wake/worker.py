@@ -309,12 +309,15 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
             window.append(int(hit))
 
     def learn_fast(self, items: list[tuple]) -> int:
-        """Learn each labeled frame of a ``learn=fast`` request in one step (``ffcore.fast.correct``,
-        after its ordinary step): both classifiers answer its label for it from the next snapshot
-        on. With the FF layers frozen only the readout is corrected. Returns the frames learned."""
+        """Learn each labeled frame of a ``learn=fast`` request at once (``ffcore.fast.correct``: the
+        readout in one step, the FF layers in at most three fast steps of equation 4, after its
+        ordinary step): the softmax readout answers its label for it from the next snapshot on,
+        and so does the goodness classifier unless three steps fell short (benchmarks/correction.py
+        counts them). The FF layers only with ``FFS_CORRECTION_LAYERS=all`` and not frozen.
+        Returns the frames learned."""
         for _, frame, label, _, _ in items:
             correct(self.model, torch.tensor(frame, device=self.device), label,
-                    ff_layers=not self.settings.freeze)
+                    ff_layers=self.settings.correction_layers == "all" and not self.settings.freeze)
             self.counters["fast_corrections"] = self.counters.get("fast_corrections", 0) + 1
             self.metrics.fast_corrections.inc()
         return len(items)

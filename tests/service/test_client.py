@@ -165,7 +165,8 @@ def test_the_async_client_does_the_same(settings):
         assert status.frames_received == 20 and status.last_seq == 19
 
 
-def test_a_correction_is_learned_in_one_step_and_served(settings):
+def test_a_correction_is_learned_at_once_and_served(settings):
+    settings = settings.model_copy(update={"correction_layers": "all"})  # the goodness classifier too
     with serve_app(settings) as base, Waker(settings), Client(base, batch_size=16) as c:
         x = _frames(41, settings.input_dim)
         c.learn("a", x[:40], labels=[i % 10 for i in range(40)])

@@ -484,11 +484,11 @@ def _post_fast(redis, keys, stream, frame, label):
     pipe.execute()
 
 
-@pytest.mark.parametrize("freeze", [False, True])
-def test_a_fast_correction_is_served_at_once_by_both_classifiers(settings, sync_redis, freeze):
+@pytest.mark.parametrize("layers,freeze", [("all", False), ("readout", False), ("all", True)])
+def test_a_fast_correction_is_served_at_once(settings, sync_redis, layers, freeze):
     from service.model import load_snapshot
 
-    settings = settings.model_copy(update={"freeze": freeze})
+    settings = settings.model_copy(update={"freeze": freeze, "correction_layers": layers})
     keys = Keys(settings.key_prefix)
     rng = np.random.default_rng(0)
     for seq in range(40):  # some ordinary learning first
@@ -501,17 +501,19 @@ def test_a_fast_correction_is_served_at_once_by_both_classifiers(settings, sync_
     assert wake.poll() == 40
     frame = torch.from_numpy(rng.random(196, dtype=np.float32))
     _, served = load_snapshot(sync_redis, keys)
-    label = (int(served.predict(frame[None], "softmax")) + 1) % 10  # a label it does not give
-    layers = [p.detach().clone() for p in wake.model.layers.parameters()]
+    given = {int(served.predict(frame[None], m)) for m in ("softmax", "goodness")}
+    label = min(set(range(10)) - given)  # a label neither classifier gives
+    before = [p.detach().clone() for p in wake.model.layers.parameters()]
     version = wake.version
     _post_fast(sync_redis, keys, "a", frame.numpy(), label)
     assert wake.poll() == 1
     assert wake.version > version  # published at once
     _, served = load_snapshot(sync_redis, keys)
     assert int(served.predict(frame[None], "softmax")) == label
-    if freeze:  # the control: only the readout is corrected, the FF layers stay bit for bit
-        assert all(torch.equal(a, b) for a, b in zip(layers, wake.model.layers.parameters()))
+    if freeze or layers == "readout":  # only the readout is corrected, the FF layers stay bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     else:
+        assert not all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
         assert int(served.predict(frame[None], "goodness")) == label
     assert int(sync_redis.hget(keys.model, "fast_corrections")) == 1
     assert _samples(wake.metrics.registry)["ffstream_fast_corrections_total"] == 1

@@ -152,7 +152,7 @@ async def post_frames(
     stream_id: str = Path(pattern=STREAM_ID_PATTERN, description="letters, digits, _ . : - (1-128)"),
     learn: Literal["online", "fast"] = Query(
         "online", description="online: every frame learned as the stream goes (the default); fast: besides, "
-        "every labeled frame learned at once in one step (paper section 6), so that predictions for it give "
+        "every labeled frame learned at once (paper section 6: fast steps of equation 4), so that predictions for it give "
         "its label from the next snapshot on: for a user's correction of a wrong answer, not for every frame"),
 ) -> FramesAccepted:
     """Append frames (with optional labels) to a stream. 202 means they are stored in Redis."""
@@ -166,7 +166,7 @@ async def post_frames(
         frames, labels, seqs = parse_frames(body, request.headers.get("content-type", ""), settings)
         check_seqs(seqs, seq_max, settings)
         if learn == "fast" and not (labels >= 0).any():
-            raise Rejected(422, "fast_needs_labels", "learn=fast learns labeled frames in one step: "
+            raise Rejected(422, "fast_needs_labels", "learn=fast learns labeled frames at once: "
                            "these frames have no labels", frames=len(frames))
     except Rejected as e:
         metrics.rejected.labels(e.reason).inc()
