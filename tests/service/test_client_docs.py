@@ -21,4 +21,4 @@ def test_every_python_example_runs(settings, tmp_path):
             run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                                  timeout=120)
             assert run.returncode == 0, run.stderr[-3000:]
-    assert (tmp_path / "seqs.json").read_text() == '{"cam-1": 100}'
+    assert (tmp_path / "seqs.json").read_text() == '{"cam-1": 101}'  # 100 frames learned and one corrected
