@@ -25,6 +25,7 @@ Every condition is scored on the same held-out test images.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -44,12 +45,16 @@ from service.settings import Settings
 
 
 def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat: int, window: int, staleness: int,
-              seed: int, defer: bool = False, learner: OnlineLearner | None = None) -> dict:
+              seed: int, defer: bool = False, learner: OnlineLearner | None = None,
+              step_frames: int | None = None) -> dict:
     """(c), (d) and the frozen control through ffcore.online, with the service's model settings.
-    ``learner``: learn this one's model (say, to go on from it afterwards) instead of a new one."""
+    ``learner``: learn this one's model (say, to go on from it afterwards) instead of a new one.
+    ``step_frames``: a step of fewer frames is scaled down as if it had this many (the service's
+    ``FFS_WAKE_WINDOW``, for windows closed early); None: ``window``, every step a full mean."""
     torch.manual_seed(seed)
     if learner is None:
         learner = OnlineLearner(RecurrentFF(model_io.recurrent_config(settings)), model_io.online_config(settings))
+    learner.config = dataclasses.replace(learner.config, step_frames=step_frames or window)
     model = learner.model
     gen = torch.Generator().manual_seed(seed)
     pending, hits, start = [], 0, time.perf_counter()

@@ -25,7 +25,7 @@ def recurrent_config(settings: Settings) -> RecurrentConfig:
 def online_config(settings: Settings) -> OnlineConfig:
     return OnlineConfig(lr=settings.learning_rate, momentum=settings.momentum, weight_decay=settings.weight_decay,
                         freeze=settings.freeze, unsupervised=settings.mode == "unsupervised",
-                        replay=settings.sleep_sample)
+                        replay=settings.sleep_sample, step_frames=settings.wake_window)
 
 
 def build(settings: Settings) -> RecurrentFF:

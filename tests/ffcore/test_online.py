@@ -179,3 +179,22 @@ def test_predictions_use_the_averaged_readout_when_configured():
     served = features @ model.readout_mean.T
     assert torch.allclose(torch.log_softmax(served, 1).exp(), model.predict_fast(x), atol=1e-6)
     assert not torch.allclose(live, served)  # the average lags the last iterate
+
+
+def test_a_step_of_fewer_frames_than_step_frames_moves_the_weights_proportionally_less():
+    """A window closed early (a trickle of frames) learns at the same rate per frame as a full one."""
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 20), torch.randint(0, 4, (5,))
+    moves = {}
+    for step_frames in (1, 50):
+        model = _model()
+        learner = OnlineLearner(model, OnlineConfig(lr=0.5, step_frames=step_frames))
+        before = [layer.linear.weight.clone() for layer in model.layers]
+        learner.learn_step(x, y, model.initial_state(x))
+        learner.apply(learner.take_positive())
+        moves[step_frames] = [layer.linear.weight - w for layer, w in zip(model.layers, before)]
+    for full, scaled in zip(moves[1], moves[50]):
+        assert full.abs().max() > 0
+        assert torch.allclose(scaled, full * 5 / 50, atol=1e-7)
+    with pytest.raises(ValueError, match="step_frames must be >= 1"):
+        OnlineConfig(step_frames=0)

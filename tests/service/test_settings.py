@@ -36,3 +36,9 @@ def test_worker_nice_lowers_only_the_workers_priority():
             "_thread_budget(s, worker=True); print(api - base, os.nice(0) - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "5"]
+
+
+def test_a_step_of_fewer_frames_than_a_full_window_is_scaled_down():
+    from service import model as model_io
+
+    assert model_io.online_config(Settings(wake_window=37)).step_frames == 37  # ffcore.online.OnlineConfig
