@@ -92,11 +92,12 @@ def children(pid: int) -> dict[str, int]:
     return out
 
 
-def histogram_quantile(text: str, name: str, q: float) -> float | None:
-    """Upper bound of the bucket holding quantile ``q`` of a Prometheus histogram."""
+def histogram_quantile(text: str, name: str, q: float, having: str = "") -> float | None:
+    """Upper bound of the bucket holding quantile ``q`` of a Prometheus histogram (its series
+    whose labels contain ``having``)."""
     buckets = []
     for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
+        if line.startswith(f"{name}_bucket{{") and having in line:
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
     if not buckets or buckets[-1][1] == 0:
@@ -105,13 +106,13 @@ def histogram_quantile(text: str, name: str, q: float) -> float | None:
     return next(le for le, c in buckets if c >= q * total)
 
 
-def histogram_diff(after: str, before: str, name: str, q: float) -> float | None:
+def histogram_diff(after: str, before: str, name: str, q: float, having: str = "") -> float | None:
     def parse(text):
         return {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                 if line.startswith(f"{name}_bucket{{")}
     a, b = parse(after), parse(before)
     diff = "\n".join(f"{k} {a[k] - b.get(k, 0.0)}" for k in a)
-    return histogram_quantile(diff, name, q)
+    return histogram_quantile(diff, name, q, having)
 
 
 def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: int, seconds: float,
@@ -119,6 +120,7 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
     client = httpx.Client(base_url=base, timeout=30)
     model0 = client.get("/v1/model").json()
     metrics0 = httpx.get(wake_metrics).text
+    api0 = client.get("/metrics").text
     cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
     counter, lag = mp.Value("q", 0), mp.Value("q", 0)
     start = time.time()
@@ -157,6 +159,7 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
     elapsed = time.time() - start
     model1 = client.get("/v1/model").json()
     metrics1 = httpx.get(wake_metrics).text
+    api1 = client.get("/metrics").text
     cpu = {role: round((cpu_seconds(pid) - cpu0[role]) / elapsed, 2) for role, pid in pids.items()}
     applied = model1["frames_applied"] - model0["frames_applied"]
     # frames/s applied over the middle of the run (the first and last second are ramps)
@@ -175,6 +178,12 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
         out["predict_p50_ms"] = round(1000 * statistics.median(latencies), 1)
         out["predict_p99_ms"] = round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1)
         out["predict_requests"] = len(latencies)
+        # the same requests as the API saw them (from its arrival to its answer; the client's
+        # figure adds the load generator's own scheduling on the same cores): bucket upper bounds
+        served = 'route="/v1/predict"'
+        for q in (0.5, 0.99):
+            bound = histogram_diff(api1, api0, "ffstream_http_request_duration_seconds", q, served)
+            out[f"predict_server_p{int(q * 100)}_ms_at_most"] = None if bound is None else round(1000 * bound, 1)
     client.close()
     return out
 
@@ -260,7 +269,9 @@ def main() -> None:
             print(f"{streams} streams x {batch} frames/request: applied {r['applied_per_s']} frames/s "
                   f"(accepted {r['accepted_per_s']}), lag end/max {r['lag_end']}/{r['lag_max']}, "
                   f"202->step p50/p99 {r['queue_wait_p50_s']}/{r['queue_wait_p99_s']} s, predict p50/p99 "
-                  f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms, cpu {r['cpu_cores_per_process']}",
+                  f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms (in the API: at most "
+                  f"{r.get('predict_server_p50_ms_at_most')}/{r.get('predict_server_p99_ms_at_most')} ms), "
+                  f"cpu {r['cpu_cores_per_process']}",
                   flush=True)
             wait_drained(base)
         # Last, ingest alone: the wake worker stopped (SIGSTOP), 4 connections of 256-frame
