@@ -31,11 +31,16 @@ CONDITIONS = [
     ("FF frozen (control)", {"freeze": True}, 0, False),
     ("learning rate 0.3", {"learning_rate": 0.3}, 0, False),
     ("learning rate 3", {"learning_rate": 3.0}, 0, False),
+    ("learning rate 0.75", {"learning_rate": 0.75}, 0, False),
+    ("learning rate 1.25", {"learning_rate": 1.25}, 0, False),
+    ("learning rate 1.5", {"learning_rate": 1.5}, 0, False),
     ("no input centering", {"center_input": False}, 0, False),
     ("negatives 1 step late", {}, 1, False),
     ("negatives 2 steps late", {}, 2, False),
     ("deferred, 1 step (the service)", {}, 1, True),
     ("deferred, 2 steps", {}, 2, True),
+    ("deferred, learning rate 0.75", {"learning_rate": 0.75}, 1, True),
+    ("deferred, learning rate 1.25", {"learning_rate": 1.25}, 1, True),
     ("readout not averaged", {"readout_average": 0}, 0, False),
     ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
 ]
@@ -57,7 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("mnist", args.data_dir)
-    base = Settings()
+    base = Settings(input_dim=data.input_dim)
     results: dict[str, dict[str, float]] = {}
     for variant in args.variants:
         f = VARIANTS[variant]
