@@ -165,6 +165,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="*", default=[],
                     help="also (d) with these windows (frames per positive step; the service's own is larger "
                     "than FFS_WAKE_WINDOW when a step waits for the sleep worker)")
+    ap.add_argument("--learning-rates", type=float, nargs="*", default=[],
+                    help="also (c), (d) and (d) deferred with these FFS_LEARNING_RATE values")
     ap.add_argument("--test-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-rivals", action="store_true")
@@ -200,6 +202,14 @@ def main() -> None:
                                                        staleness=s, defer=True, **common))
     for w in args.windows:
         report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
+    for lr in args.learning_rates:
+        at = settings.model_copy(update={"learning_rate": lr})
+        report(f"c interleaved lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=args.streams, staleness=0,
+                                                     **common))
+        report(f"d wake-sleep lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=at.wake_window, staleness=0,
+                                                    **common))
+        report(f"d deferred lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=at.wake_window, staleness=1,
+                                                  defer=True, **common))
     frozen = settings.model_copy(update={"freeze": True})
     report("ff-frozen", ff_online(frozen, x, y, x_test, y_test, window=settings.wake_window, staleness=0, **common))
     if not args.skip_rivals:
