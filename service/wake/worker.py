@@ -313,11 +313,13 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         readout in one step, the FF layers in at most three fast steps of equation 4, after its
         ordinary step): the softmax readout answers its label for it from the next snapshot on,
         and so does the goodness classifier unless three steps fell short (benchmarks/correction.py
-        counts them). The FF layers only with ``FFS_CORRECTION_LAYERS=all`` and not frozen.
+        counts them). The FF layers only with ``FFS_CORRECTION_LAYERS=all``, not frozen, and in
+        supervised mode.
         Returns the frames learned."""
         for _, frame, label, _, _ in items:
             correct(self.model, torch.tensor(frame, device=self.device), label,
-                    ff_layers=self.settings.correction_layers == "all" and not self.settings.freeze)
+                    ff_layers=self.settings.correction_layers == "all" and not self.settings.freeze
+                    and self.settings.mode == "supervised")  # unsupervised FF layers never see a label
             self.counters["fast_corrections"] = self.counters.get("fast_corrections", 0) + 1
             self.metrics.fast_corrections.inc()
         return len(items)
