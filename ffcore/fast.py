@@ -87,25 +87,23 @@ def fast_update(layers: Sequence, x: torch.Tensor, target: float | Sequence[floa
 # with every other label on top exactly as they were.
 
 # The corrected label's total goodness over the best other label's, and its readout logit over
-# every other one. Chosen on a half-trained net (the test's: 5 corrections, accuracy on the other
-# 195 frames, goodness / softmax, 45.5% / 65.0% before): goodness margins 0.02 / 0.05 / 0.1 / 0.2
-# fixed 5 of 5 each and left 56.0 / 49.0 / 40.5 / 34.5% (softmax 67.5-68.5%); a logit margin of
-# 1.0 instead of 0.5 left the softmax readout at 47.0%. Small steps spill least onto other frames.
+# every other one: small, because every step also moves the answers for frames that share the
+# corrected one's features, the more the larger it is (tried on the half-trained net of
+# tests/ffcore/test_fast.py while building this: larger margins corrected no more frames and
+# cost the others more). What these values do on MNIST: benchmarks/correction.py.
 FAST_MARGIN = 0.02
 LOGIT_MARGIN = 0.5
 FAST_STEPS = 3  # at most this many fast steps of the FF layers per correction
 
 
 @torch.no_grad()
-def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: float,
-                          frozen: torch.Tensor | None = None) -> float | None:
+def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: float) -> float | None:
     """Equation 4 for one layer and one input ``x`` ((D,) or (1, D), the layer's raw input), taken
     along the part of ``[x_norm, 1]`` that the inputs ``others`` ((K, D), normalized the same way)
     do not span (per unit, within its receptive field when the layer has one): the
     pre-activations for ``x`` are scaled by 1 + eps so that its activity measure becomes
-    ``target``; those for every row of ``others`` do not change. ``frozen`` (D,) bool: inputs
-    whose weights the step leaves alone. Returns eps, or None when ``x`` is (nearly) in that span
-    (nothing is changed)."""
+    ``target``; those for every row of ``others`` do not change. Returns eps, or None when ``x``
+    is (nearly) in that span (nothing is changed)."""
     if layer.config.activation not in HOMOGENEOUS:
         raise ValueError(f"learning fast needs an activation that scales with its input ({', '.join(HOMOGENEOUS)}); "
                          f"this layer uses {layer.config.activation}")
@@ -116,9 +114,6 @@ def contrastive_fast_step(layer, x: torch.Tensor, others: torch.Tensor, target: 
     z = weight @ xt + bias  # (N,)
     eps = fast_epsilon(float(activity_measure(layer._act(z)[None], layer.config.goodness)), target, layer.config.goodness)
     mask = getattr(layer, "mask", None)
-    if frozen is not None:
-        allowed = (~frozen).to(z.dtype)[None, :]
-        mask = allowed.expand(len(z), -1) if mask is None else mask * allowed
     # Per unit j, inner products over its own inputs (its field) and the bias's constant 1:
     # the Gram matrix of the others G_j (K, K) and their products with x, b_j (K,).
     pairs = torch.cat(((xo[:, None, :] * xo[None, :, :]).reshape(k * k, -1), xo * xt[None, :], (xt * xt)[None]))
@@ -189,7 +184,7 @@ def correct(model, frame: torch.Tensor, label: int, state=None, margin: float = 
     * The FF layers: fast steps (:func:`fast_goodness_step`) until the goodness classifier answers
       ``label``, at most ``max_steps``. One step raises the label's goodness at the last iteration
       of the window exactly; the window's earlier iterations follow it only in part (damping), so
-      one step seldom suffices on its own (``benchmarks/correction.py`` counts them).
+      one step often falls short (each next one asks for as much more as the last fell short).
     * The softmax readout, in one step: each class whose logit is not ``logit_margin`` below the
       label's at this frame's features closes half the gap and the label the other half (steps
       along the features), in the averaged readout that predictions use as well as in the
