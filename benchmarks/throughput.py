@@ -5,7 +5,9 @@ Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
      stream posting back to back, each stream a camera that holds back while the lag is above
      ``--max-lag``, so the lag stays bounded): frames/s applied over ``seconds``,
      the lag over time, 202-to-step latency (the wake worker's queue-wait histogram), predict
-     p50/p99 at 20 single-frame requests/s while the ingest runs, CPU per process;
+     p50/p99 at 20 single-frame requests/s while the ingest runs (``--predict-via both``: each
+     load twice, predictions answered by the API process, then by the predict role,
+     FFS_PREDICT_PORT), CPU per process (the load generator's too);
   2. ingest alone, last: the wake worker paused (SIGSTOP), 4 posters of 256-frame requests at
      full rate for up to 8 s: frames/s accepted;
   3. the model step alone, in-process: frames/s of ``OnlineLearner.learn_step`` (with the
@@ -72,7 +74,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def children(pid: int) -> dict[str, int]:
-    """Role -> pid of ffstream up's children (api, wake, sleep) and its redis-server."""
+    """Role -> pid of ffstream up's children (api, predict, wake, sleep) and its redis-server."""
     out = {}
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -84,7 +86,7 @@ def children(pid: int) -> dict[str, int]:
             continue
         if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
             continue
-        for role in ("api", "wake", "sleep"):
+        for role in ("api", "predict", "wake", "sleep"):
             if cmd.strip().endswith(f"service.cli {role}"):
                 out[role] = int(p.name)
         if "redis-server" in cmd:
@@ -116,12 +118,14 @@ def histogram_diff(after: str, before: str, name: str, q: float, having: str = "
 
 
 def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: int, seconds: float,
-             predict_rps: float, tag: str, max_lag: int) -> dict:
+             predict_rps: float, tag: str, max_lag: int, predict_base: str | None = None) -> dict:
     client = httpx.Client(base_url=base, timeout=30)
     model0 = client.get("/v1/model").json()
     metrics0 = httpx.get(wake_metrics).text
-    api0 = client.get("/metrics").text
+    served_by = predict_base or base  # the process that answers the viewer's predictions
+    api0 = httpx.get(f"{served_by}/metrics").text
     cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    gen0 = os.times()
     counter, lag = mp.Value("q", 0), mp.Value("q", 0)
     start = time.time()
     stop_at = start + seconds
@@ -133,7 +137,7 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
 
     def predict_loop():
         frame = {"frames": [[0.5] * DIM]}
-        with httpx.Client(base_url=base, timeout=30) as c:
+        with httpx.Client(base_url=predict_base or base, timeout=30) as c:
             while time.time() < stop_at:
                 t = time.perf_counter()
                 r = c.post("/v1/predict", json=frame)
@@ -159,13 +163,17 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
     elapsed = time.time() - start
     model1 = client.get("/v1/model").json()
     metrics1 = httpx.get(wake_metrics).text
-    api1 = client.get("/metrics").text
+    api1 = httpx.get(f"{served_by}/metrics").text
     cpu = {role: round((cpu_seconds(pid) - cpu0[role]) / elapsed, 2) for role, pid in pids.items()}
+    gen1 = os.times()  # the load generator: its posting processes (joined) and this process
+    cpu["load_generator"] = round((gen1.children_user + gen1.children_system + gen1.user + gen1.system
+                                   - gen0.children_user - gen0.children_system - gen0.user - gen0.system) / elapsed, 2)
     applied = model1["frames_applied"] - model0["frames_applied"]
     # frames/s applied over the middle of the run (the first and last second are ramps)
     mid = lags[1:-1] if len(lags) > 3 else lags
     rate = (mid[-1]["applied"] - mid[0]["applied"]) / (mid[-1]["t"] - mid[0]["t"]) if len(mid) > 1 else applied / elapsed
     out = {"streams": streams, "frames_per_request": batch, "seconds": round(elapsed, 1),
+           "predict_served_by": "the predict role" if predict_base else "the API process",
            "accepted_per_s": round(counter.value / elapsed), "applied_per_s": round(rate),
            "lag_end": lags[-1]["lag"] if lags else None, "lag_max": max((x["lag"] for x in lags), default=None),
            "max_lag_allowed": max_lag, "sustained": bool(lags) and max(x["lag"] for x in lags) <= max_lag + streams * batch,
@@ -239,16 +247,21 @@ def main() -> None:
     ap.add_argument("--loads", nargs="+", default=["16x32", "4x256"], help="STREAMSxFRAMES_PER_REQUEST")
     ap.add_argument("--predict-rps", type=float, default=20)
     ap.add_argument("--max-lag", type=int, default=4096, help="sources hold back while the lag is above this")
+    ap.add_argument("--predict-via", choices=["api", "role", "both"], default="both",
+                    help="the viewer's predictions go to the API process, to the predict role "
+                         "(FFS_PREDICT_PORT), or each load runs twice, once each way")
     ap.add_argument("--out", type=Path, default=Path("docs/throughput.json"))
     args = ap.parse_args()
     from ffcore.experiment import hardware
 
     workdir = Path(tempfile.mkdtemp(prefix="ffs-throughput-"))
-    ports = {"api": free_port(), "wake": free_port(), "sleep": free_port()}
+    ports = {"api": free_port(), "wake": free_port(), "sleep": free_port(), "predict": free_port()}
     env = {**os.environ, "FFS_INPUT_DIM": str(DIM), "FFS_PORT": str(ports["api"]),
            "FFS_WAKE_METRICS_PORT": str(ports["wake"]), "FFS_SLEEP_METRICS_PORT": str(ports["sleep"]),
            "FFS_CHECKPOINT_DIR": str(workdir), "FFS_LOG_LEVEL": "WARNING", "FFS_MAX_STREAM_FPS": "1000000",
            "FFS_MAX_QUEUE_LAG_FRAMES": "1000000"}
+    if args.predict_via != "api":
+        env["FFS_PREDICT_PORT"] = str(ports["predict"])
     env.pop("FFS_REDIS_URL", None)
     import subprocess
 
@@ -261,12 +274,20 @@ def main() -> None:
                 raise RuntimeError("the system did not become ready")
         pids = children(up.pid)
         result["loads"] = []
-        for load in args.loads:
+        predict_bases = {"api": [None], "role": [f"http://127.0.0.1:{ports['predict']}"],
+                         "both": [None, f"http://127.0.0.1:{ports['predict']}"]}[args.predict_via]
+        if args.predict_via != "api":
+            with httpx.Client(base_url=predict_bases[-1], timeout=5) as probe:
+                if not wait_ready(probe, 60):
+                    raise RuntimeError("the predict role did not become ready")
+        for load, predict_base in ((load, p) for load in args.loads for p in predict_bases):
             streams, batch = (int(v) for v in load.split("x"))
             r = run_load(base, wake_metrics, pids, streams=streams, batch=batch, seconds=args.seconds,
-                         predict_rps=args.predict_rps, tag=f"s{streams}x{batch}", max_lag=args.max_lag)
+                         predict_rps=args.predict_rps, tag=f"s{streams}x{batch}{'r' if predict_base else ''}",
+                         max_lag=args.max_lag, predict_base=predict_base)
             result["loads"].append(r)
-            print(f"{streams} streams x {batch} frames/request: applied {r['applied_per_s']} frames/s "
+            print(f"{streams} streams x {batch} frames/request, predict by {r['predict_served_by']}: "
+                  f"applied {r['applied_per_s']} frames/s "
                   f"(accepted {r['accepted_per_s']}), lag end/max {r['lag_end']}/{r['lag_max']}, "
                   f"202->step p50/p99 {r['queue_wait_p50_s']}/{r['queue_wait_p99_s']} s, predict p50/p99 "
                   f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms (in the API: at most "

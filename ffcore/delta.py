@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import save as st_save
 
+from ffcore.finite import all_finite
 from ffcore.serial import load_tensors
 
 
@@ -24,7 +25,7 @@ class WeightDelta:
         return [(left.T @ right, left.sum(dim=0)) for left, right in self.factors]
 
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for pair in self.factors for t in pair)
+        return all_finite(t for pair in self.factors for t in pair)
 
     def to_bytes(self) -> bytes:
         """safetensors bytes (never pickle)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from safetensors.torch import save as st_save
 
+from ffcore.finite import all_finite
 from ffcore.goodness import goodness
 from ffcore.layers import ff_dz
 from ffcore.recurrent import RecurrentFF
@@ -128,7 +129,7 @@ class FFGradient:
         return self
 
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in (*self.weights, *self.biases))
+        return all_finite((*self.weights, *self.biases))
 
     def norms(self) -> list[float]:
         return [float(w.norm()) for w in self.weights]

@@ -1,5 +1,5 @@
 """The ``ffstream`` command: the whole system in one command (``up``), one role per process for
-docker-compose (``api``, ``wake``, ``sleep``), and a live ``demo``."""
+docker-compose (``api``, ``predict``, ``wake``, ``sleep``), and a live ``demo``."""
 
 from __future__ import annotations
 
@@ -51,6 +51,17 @@ def _thread_budget(settings, worker: bool = False) -> None:
 @app.command()
 def api():
     """Run the HTTP API (uvicorn)."""
+    _serve("api")
+
+
+@app.command()
+def predict():
+    """Run the predict role: /v1/predict and the read-only routes on FFS_PREDICT_PORT, a process
+    of its own so that predictions never wait behind ingest on one event loop."""
+    _serve("predict")
+
+
+def _serve(role: str) -> None:
     import uvicorn
 
     from service.api.app import create_app
@@ -59,14 +70,21 @@ def api():
     settings = _settings()
     _logging(settings.log_level)
     _thread_budget(settings)
+    port = settings.port
+    if role == "predict":
+        if not settings.predict_port:
+            console.print("[bold red]error:[/] set FFS_PREDICT_PORT to the port the predict role listens on",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        port = settings.predict_port
 
     # Every connection holds a file descriptor: leave room for Redis connections and the rest.
     raise_file_limit(settings.max_connections + settings.redis_max_connections + 256)
     guards = {"http": GuardedH11Protocol, "limit_concurrency": settings.max_connections + 1,
               "timeout_keep_alive": 5, "log_config": None}  # uvicorn's records go through our handler
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
-    if settings.api_workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **guards)
+    if settings.api_workers == 1 or role == "predict":
+        uvicorn.run(create_app(settings, role), host=settings.host, port=port, **guards)
         return
     # Several processes: prometheus-client's multiprocess mode merges their metrics; each worker
     # builds its app from the same FFS_* environment.
@@ -127,6 +145,8 @@ def up():
         raise typer.Exit(2) from None
     base = f"http://{settings.host}:{settings.port}"
     console.print(f"ffstream up: API {base}  docs {base}/docs  metrics {base}/metrics  (Ctrl-C stops)")
+    if settings.predict_port:
+        console.print(f"predict also at http://{settings.host}:{settings.predict_port}/v1/predict (its own process)")
     code = 0
     try:
         while not stopping:

@@ -210,10 +210,12 @@ class _Core:
     error, do not send the same frames again yourself: the client still has them."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout: float, max_retries: int, backoff_max_s: float,
-                 batch_size: int, seq_file: str | Path | None):
+                 batch_size: int, seq_file: str | Path | None, predict_url: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.base_url, self.timeout = base_url.rstrip("/"), timeout
+        # Predictions from the predict role (FFS_PREDICT_PORT) when given: off the ingest event loop.
+        self.predict_path = f"{predict_url.rstrip('/')}/v1/predict" if predict_url else "/v1/predict"
         self.headers = {"x-api-key": api_key} if api_key else {}
         self.max_retries, self.backoff_max_s = max_retries, backoff_max_s
         self.batch_size = batch_size
@@ -300,8 +302,9 @@ class Client(_Core):
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 30.0,
                  max_retries: int = 10, backoff_max_s: float = 10.0, batch_size: int = 64,
-                 seq_file: str | Path | None = None, transport: httpx.BaseTransport | None = None):
-        super().__init__(base_url, api_key, timeout, max_retries, backoff_max_s, batch_size, seq_file)
+                 seq_file: str | Path | None = None, transport: httpx.BaseTransport | None = None,
+                 predict_url: str | None = None):
+        super().__init__(base_url, api_key, timeout, max_retries, backoff_max_s, batch_size, seq_file, predict_url)
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self.headers, transport=transport)
 
     def __enter__(self) -> Client:
@@ -381,7 +384,7 @@ class Client(_Core):
     # ---- predicting and status ----------------------------------------------------------
     def predict(self, frames, method: str = "softmax", stream: str | None = None) -> PredictResult:
         """Labels for (n, D) frames from the latest snapshot, optionally in ``stream``'s context."""
-        response = self._retrying("POST", "/v1/predict", json=self._predict_body(frames, method, stream))
+        response = self._retrying("POST", self.predict_path, json=self._predict_body(frames, method, stream))
         self._raise_for(response, "predict")
         return _prediction(response.json())
 
@@ -422,8 +425,9 @@ class AsyncClient(_Core):
 
     def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 30.0,
                  max_retries: int = 10, backoff_max_s: float = 10.0, batch_size: int = 64,
-                 seq_file: str | Path | None = None, transport: httpx.AsyncBaseTransport | None = None):
-        super().__init__(base_url, api_key, timeout, max_retries, backoff_max_s, batch_size, seq_file)
+                 seq_file: str | Path | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                 predict_url: str | None = None):
+        super().__init__(base_url, api_key, timeout, max_retries, backoff_max_s, batch_size, seq_file, predict_url)
         self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self.headers,
                                       transport=transport)
         self._lock = asyncio.Lock()  # one send at a time: batches go out in the order of their seqs
@@ -499,7 +503,7 @@ class AsyncClient(_Core):
         raise Unavailable(f"{method} {path}: no answer after {self.max_retries + 1} attempts: {error}")
 
     async def predict(self, frames, method: str = "softmax", stream: str | None = None) -> PredictResult:
-        response = await self._retrying("POST", "/v1/predict", json=self._predict_body(frames, method, stream))
+        response = await self._retrying("POST", self.predict_path, json=self._predict_body(frames, method, stream))
         self._raise_for(response, "predict")
         return _prediction(response.json())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ffcore.checkpoint import from_bytes
+from ffcore.finite import all_finite
 from ffcore.layers import LayerConfig
 from ffcore.online import OnlineConfig
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
@@ -37,7 +38,7 @@ def build(settings: Settings) -> RecurrentFF:
 
 def weights_finite(model: torch.nn.Module) -> bool:
     """No NaN or infinity in any weight: what may be served, checkpointed or dreamt with."""
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return all_finite(model.parameters())
 
 
 def publish_snapshot(redis, keys: Keys, blob: bytes, version: int, kept: int) -> None:

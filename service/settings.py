@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (metrics merged across them)")
+    predict_port: int = Field(0, ge=0, le=65535, description="also serve /v1/predict (with the other read-only "
+                              "routes) from a process of its own on this port, off the ingest event loop "
+                              "(`ffstream predict`; `ffstream up` starts it); 0: the API process alone")
     wake_metrics_port: int = Field(9101, ge=0, le=65535, description="the wake worker's /metrics; 0: off")
     sleep_metrics_port: int = Field(9102, ge=0, le=65535, description="the sleep worker's /metrics; 0: off")
     max_frames_per_request: int = Field(256, ge=1, le=100_000)
@@ -107,8 +110,13 @@ class Settings(BaseSettings):
     wake_block_ms: int = Field(200, ge=1, description="XREADGROUP block time")
     wake_read_count: int = Field(2048, ge=1, description="about this many frames read per poll (entries hold "
                                  "a request's frames each: the entries read follow their mean size)")
-    snapshot_every_frames: int = Field(200, ge=1)
-    snapshot_every_s: float = Field(1.0, gt=0)  # also how late a step reaches predict at low rates
+    # Predict's freshness against the wake worker's time: each snapshot costs the wake ~2-3 ms
+    # (serialize, check, write 1.4 MB) and every API process a reload. At 200 frames (the old
+    # default) a full-rate stream meant ~15 snapshots/s and a third less throughput
+    # (benchmarks/throughput.py, docs/RESULTS.md); on time, at most 4/s at any rate.
+    snapshot_every_frames: int = Field(5000, ge=1, description="publish a snapshot after this many frames learned")
+    snapshot_every_s: float = Field(0.25, gt=0, description="... or this long after any change: how late a step "
+                                    "reaches predict")
     snapshots_kept: int = Field(3, ge=1)
     max_delta_ratio: float = Field(0.5, gt=0, description="refuse a negative update that changes a layer's "
                                    "weights by more than this fraction of their norm (an exploding update)")

@@ -1,5 +1,5 @@
 """The embedded system behind ``ffstream up``: a private redis-server (unless FFS_REDIS_URL is set)
-and the three roles as child processes, supervised.
+and the roles as child processes (api, wake, sleep; predict when FFS_PREDICT_PORT is set), supervised.
 
 A child that exits is restarted after a backoff (1 s, doubling up to 30 s); the private
 redis-server too, on the same port and data folder (its append-only file brings the frames back).
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-ROLES = ("api", "wake", "sleep")
+ROLES = ("api", "wake", "sleep")  # and "predict" when FFS_PREDICT_PORT is set
 BACKOFF_MAX_S = 30.0
 
 
@@ -63,7 +63,7 @@ class System:
             self.redis = EmbeddedRedis(Path(self.settings.checkpoint_dir) / "redis").start()
             env["FFS_REDIS_URL"] = self.redis.url
         self._env = env
-        for role in ROLES:
+        for role in ROLES + (("predict",) if self.settings.predict_port else ()):
             self._spawn(role)
         return self
 
@@ -109,7 +109,7 @@ class System:
 
     def stop(self) -> None:
         self._due.clear()
-        for role in ("api", "sleep", "wake"):
+        for role in ("api", "predict", "sleep", "wake"):
             p = self.children.get(role)
             if p and p.poll() is None:
                 p.send_signal(signal.SIGTERM)

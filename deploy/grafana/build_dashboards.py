@@ -91,7 +91,7 @@ RESOURCES = ("ffstream: resources", "ffstream-resources", [
         _q("sum by (kind) (ffstream_gpu_memory_bytes) or vector(0)", "{{kind}}"),
     ]),
     ("Open file descriptors by role", "short", [_q("ffstream_process_open_fds", "{{job}}")]),
-    ("Scrape health by role", "short", [_q('up{job=~"api|wake|sleep"}', "{{job}}")]),
+    ("Scrape health by role", "short", [_q('up{job=~"api|predict|wake|sleep"}', "{{job}}")]),
 ])
 
 

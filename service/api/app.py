@@ -18,7 +18,16 @@ from service.redis_io import async_client
 from service.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+# The routes of each role. ``predict``: a process of its own for predictions (and the read-only
+# routes a client checks beside them), so that a burst of ingest never queues a prediction
+# behind it on one event loop (benchmarks/throughput.py measures both).
+ROLES = {"api": (frames.router, predict.router, streams.router, model.read_router, model.router, health.router),
+         "predict": (predict.router, streams.router, model.read_router, health.router)}
+
+
+def create_app(settings: Settings | None = None, role: str = "api") -> FastAPI:
+    if role not in ROLES:
+        raise ValueError(f"unknown API role {role!r}; choose one of {', '.join(ROLES)}")
     settings = settings or Settings()
     server.configure(settings)  # the connection guards of service.api.server, for this process
 
@@ -44,6 +53,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=503, content={"detail": f"redis unavailable: {exc}"},
                             headers={"Retry-After": "1"})
 
-    for module in (frames, predict, streams, model, health):
-        app.include_router(module.router)
+    for router in ROLES[role]:
+        app.include_router(router)
     return app

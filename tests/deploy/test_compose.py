@@ -45,7 +45,7 @@ def test_every_ffs_variable_in_compose_is_a_setting(name):
 
 def test_compose_has_the_promised_shape():
     services = _load("docker-compose.yml")["services"]
-    assert set(services) == {"redis", "api", "wake", "sleep", "prometheus", "grafana"}
+    assert set(services) == {"redis", "api", "predict", "wake", "sleep", "prometheus", "grafana"}
     redis_cmd = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_cmd and "--appendfsync everysec" in redis_cmd
     assert "--maxmemory-policy noeviction" in redis_cmd
@@ -53,10 +53,12 @@ def test_compose_has_the_promised_shape():
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     for name, service in services.items():  # every service: a healthcheck and a restart policy
         assert "healthcheck" in service and service["restart"] == "unless-stopped", name
-    for name in ("api", "wake", "sleep"):
+    for name in ("api", "predict", "wake", "sleep"):
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert services[name]["command"] == [name]
     assert services["sleep"]["depends_on"]["wake"]["condition"] == "service_healthy"
+    port = services["predict"]["environment"]["FFS_PREDICT_PORT"]
+    assert services["predict"]["ports"] == [f"{port}:{port}"] and port in str(services["predict"]["healthcheck"])
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
     mounts = " ".join(services["grafana"]["volumes"])
     assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts

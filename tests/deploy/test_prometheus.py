@@ -63,8 +63,8 @@ def _post_frames(client: httpx.Client, stop: threading.Event) -> None:
 
 
 def test_every_dashboard_panel_returns_data_from_a_real_prometheus(tmp_path):
-    with ffstream_up(tmp_path / "system", FFS_CHECKPOINT_EVERY_S="2") as up:
-        for role in ("api", "wake", "sleep"):  # promtool lints each role's exposition
+    with ffstream_up(tmp_path / "system", FFS_CHECKPOINT_EVERY_S="2", FFS_PREDICT_PORT=str(free_port())) as up:
+        for role in ("api", "predict", "wake", "sleep"):  # promtool lints each role's exposition
             text = httpx.get(f"http://127.0.0.1:{up.ports[role]}/metrics").text
             r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
                                check=False)
@@ -90,7 +90,7 @@ def test_every_dashboard_panel_returns_data_from_a_real_prometheus(tmp_path):
             assert not failures, "panels without data or with errors:\n" + "\n".join(
                 f"{d} / {p}: {e} -> {_problem(api, e)}" for d, p, e in failures)
             targets = api.get("/api/v1/targets").json()["data"]["activeTargets"]
-            assert sorted(t["labels"]["job"] for t in targets if t["health"] == "up") == ["api", "sleep", "wake"]
+            assert sorted(t["labels"]["job"] for t in targets if t["health"] == "up") == ["api", "predict", "sleep", "wake"]
         finally:
             stop.set()
             poster.join(10)

@@ -319,3 +319,23 @@ def test_learn_fast_marks_the_entry_and_is_validated(client, settings, sync_redi
     r = client.post("/v1/streams/s/frames?learn=slow", json={"frames": [_frame(settings, 0.2, 4)]})
     assert r.status_code == 422 and "online" in r.text and "fast" in r.text
     assert client.get("/v1/model").json()["fast_corrections"] == 0
+
+
+def test_the_predict_role_serves_only_the_read_routes(settings):
+    paths = create_app(settings, role="predict").openapi()["paths"]
+    assert set(paths) == {"/v1/predict", "/v1/streams/{stream_id}", "/v1/model", "/healthz", "/readyz"}
+    assert list(paths["/v1/streams/{stream_id}"]) == ["get"] and list(paths["/v1/model"]) == ["get"]
+    full = create_app(settings).openapi()["paths"]
+    assert set(paths) < set(full) and "/v1/streams/{stream_id}/frames" in full
+    with pytest.raises(ValueError, match="unknown API role 'ingest'"):
+        create_app(settings, role="ingest")
+
+
+def test_the_predict_command_needs_its_port():
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    result = CliRunner().invoke(app, ["predict"], env={"FFS_PREDICT_PORT": "0"})
+    assert result.exit_code == 2
+    assert "FFS_PREDICT_PORT" in result.output

@@ -56,3 +56,44 @@ def test_a_child_that_keeps_dying_stops_the_system_with_status_1(tmp_path):
         assert up.proc.wait(60) == 1
         assert time.monotonic() - started < 60
         assert "giving up" in up.proc.stderr.read()
+
+
+def test_the_predict_role_answers_from_a_process_of_its_own(tmp_path):
+    """FFS_PREDICT_PORT: `ffstream up` starts the predict role, which serves the same snapshot's
+    predictions as the API (read-only routes only), and the client can send predictions there."""
+    import httpx
+    import numpy as np
+
+    from service.client import Client
+    from service.embedded import free_port
+
+    port = free_port()
+    with ffstream_up(tmp_path, FFS_PREDICT_PORT=str(port), FFS_INPUT_DIM="16") as up:
+        role, api = _child(up.proc.pid, "predict"), _child(up.proc.pid, "api")
+        assert role is not None and api is not None and role != api
+        other = f"http://127.0.0.1:{port}"
+        rng = np.random.default_rng(0)
+        frames = rng.random((40, 16)).astype(np.float32)
+        with Client(f"http://127.0.0.1:{up.ports['api']}", predict_url=other) as client, \
+                httpx.Client(base_url=other, timeout=10) as direct_role:
+            assert wait_until(lambda: _safe_ready(direct_role), 60)
+            client.learn("cam", frames, rng.integers(0, 3, 40))
+            assert wait_until(lambda: up.client.get("/v1/model").json()["frames_applied"] >= 40, 60)
+            compared = False
+            for _ in range(50):  # the same snapshot on both sides (the weights settle once learning stops)
+                via_role = client.predict(frames[:4])
+                direct = up.client.post("/v1/predict", json={"frames": frames[:4].tolist()}).json()
+                if direct["model_version"] == via_role.model_version:
+                    assert [p["label"] for p in direct["predictions"]] == [p.label for p in via_role.predictions]
+                    np.testing.assert_allclose([p["probabilities"] for p in direct["predictions"]],
+                                               [p.probabilities for p in via_role.predictions], rtol=1e-5)
+                    compared = True
+                    break
+                time.sleep(0.2)
+            assert compared, "the API and the predict role never served the same snapshot"
+            # the predict role takes no frames and no admin writes: those stay on the API
+            assert direct_role.post("/v1/streams/cam/frames", json={"frames": [[0.0] * 16]}).status_code == 404
+            assert direct_role.post("/v1/checkpoint").status_code == 404
+            assert direct_role.get("/v1/streams/cam").json()["frames_applied"] == 40
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(60) == 0

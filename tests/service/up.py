@@ -24,7 +24,7 @@ class Up:
     client: httpx.Client
     proc: subprocess.Popen
     checkpoint_dir: Path
-    ports: dict[str, int]  # api, wake, sleep (each role's /metrics)
+    ports: dict[str, int]  # api, wake, sleep (each role's /metrics); predict with FFS_PREDICT_PORT
 
 
 @contextmanager
@@ -35,6 +35,8 @@ def ffstream_up(checkpoint_dir: Path, **env_overrides: str):
            "FFS_WIDTHS": "[64, 64]", "FFS_SNAPSHOT_EVERY_FRAMES": "100",
            "FFS_DEVICE": "cpu", "OMP_NUM_THREADS": "1", **env_overrides}
     env.pop("FFS_REDIS_URL", None)
+    if "FFS_PREDICT_PORT" in env_overrides:
+        ports["predict"] = int(env_overrides["FFS_PREDICT_PORT"])
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env, cwd=REPO,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     client = httpx.Client(base_url=f"http://127.0.0.1:{ports['api']}", timeout=30)

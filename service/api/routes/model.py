@@ -11,12 +11,13 @@ from service.api.schemas import Ack, ModelOut, SleepStatus, errors
 from service.api.security import API_KEY_HEADER, require_key
 from service.redis_io import queue_lag
 
+read_router = APIRouter(prefix="/v1", tags=["model"])  # what the predict role serves too
 router = APIRouter(prefix="/v1", tags=["model"])
 WRITE = [Depends(require_key), Security(API_KEY_HEADER)]
 WRITE_ERRORS = errors(401, 403, 503)
 
 
-@router.get("/model", response_model=ModelOut, responses=errors(503))
+@read_router.get("/model", response_model=ModelOut, responses=errors(503))
 async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
     m, s = await redis.hgetall(keys.model), await redis.hgetall(keys.sleep)
     version = await redis.get(keys.snapshot_latest)
