@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
 from ffcore.metrics import error_rate
-from ffcore.online import OnlineLearner, negative_gradient
+from ffcore.online import FFGradient, OnlineLearner, negative_gradient
 from ffcore.recurrent import RecurrentFF
 from service import model as model_io
 from service.settings import Settings
@@ -56,6 +56,7 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
         learner = OnlineLearner(RecurrentFF(model_io.recurrent_config(settings)), model_io.online_config(settings))
     learner.config = dataclasses.replace(learner.config, step_frames=step_frames or window)
     model = learner.model
+    dtype = model_io.DREAM_DTYPES[settings.dream_dtype]
     gen = torch.Generator().manual_seed(seed)
     pending, hits, start = [], 0, time.perf_counter()
     state = model.initial_state(x[:streams])
@@ -68,14 +69,20 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
                 positive, sample = learner.take_positive(), learner.take_replay()
                 if defer:  # the service's rhythm: the dream's weights look ahead, the live ones wait
                     ahead = learner.lookahead(positive)
+                    if dtype != torch.float32:  # what FFS_DREAM_DTYPE does to the weights on the way
+                        with torch.no_grad():
+                            for p in ahead.parameters():
+                                p.copy_(p.to(dtype))
                 else:
                     learner.apply(positive)
                     ahead = model
                 grads = [positive] if defer else []
                 if not settings.freeze:
                     wrong = ahead.negative_labels(sample.frames, sample.labels, gen)
-                    grads.append(negative_gradient(ahead, sample.frames, wrong, settings.sleep_iterations,
-                                                   sample.state))
+                    negative = negative_gradient(ahead, sample.frames, wrong, settings.sleep_iterations, sample.state)
+                    if defer and dtype != torch.float32:  # ... and to the gradient coming back
+                        negative = FFGradient.from_bytes(negative.to_bytes(dtype))
+                    grads.append(negative)
                 pending.append(grads)
                 while len(pending) > staleness:
                     for g in pending.pop(0):
@@ -167,6 +174,8 @@ def main() -> None:
                     "than FFS_WAKE_WINDOW when a step waits for the sleep worker)")
     ap.add_argument("--learning-rates", type=float, nargs="*", default=[],
                     help="also (c), (d) and (d) deferred with these FFS_LEARNING_RATE values")
+    ap.add_argument("--dream-dtypes", nargs="*", default=[], choices=list(model_io.DREAM_DTYPES),
+                    help="also the deferred rhythm with dreams (weights out, gradient back) in these precisions")
     ap.add_argument("--test-size", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-rivals", action="store_true")
@@ -200,6 +209,10 @@ def main() -> None:
     for s in args.staleness:
         report(f"d deferred staleness {s}", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window,
                                                        staleness=s, defer=True, **common))
+    for dtype in args.dream_dtypes:
+        at = settings.model_copy(update={"dream_dtype": dtype})
+        report(f"d deferred, {dtype} dreams", ff_online(at, x, y, x_test, y_test, window=at.wake_window, staleness=1,
+                                                        defer=True, **common))
     for w in args.windows:
         report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
     for lr in args.learning_rates:

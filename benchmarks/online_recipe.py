@@ -41,6 +41,7 @@ CONDITIONS = [
     ("deferred, 2 steps", {}, 2, True),
     ("deferred, learning rate 0.75", {"learning_rate": 0.75}, 1, True),
     ("deferred, learning rate 1.25", {"learning_rate": 1.25}, 1, True),
+    ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
     ("readout not averaged", {"readout_average": 0}, 0, False),
     ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
 ]

@@ -72,11 +72,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
     return model.to(device)
 
 
-def to_bytes(model) -> bytes:
-    """The whole model as one safetensors blob, its config in the header metadata (snapshots)."""
+def to_bytes(model, dtype: torch.dtype | None = None) -> bytes:
+    """The whole model as one safetensors blob, its config in the header metadata (snapshots).
+    ``dtype``: floating-point tensors rounded to it (bfloat16 halves a snapshot sent for one use,
+    such as a dream; loading casts back to the model's own dtype)."""
     from safetensors.torch import save
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": str(FORMAT_VERSION), "kind": model.kind,
             "config": json.dumps(model.config.to_dict())}
     return save(tensors, metadata=meta)

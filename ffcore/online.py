@@ -134,10 +134,12 @@ class FFGradient:
     def norms(self) -> list[float]:
         return [float(w.norm()) for w in self.weights]
 
-    def to_bytes(self) -> bytes:
-        """safetensors bytes (never pickle); the frame count travels in the metadata."""
-        tensors = {f"{i}.weight": w.detach().cpu().contiguous() for i, w in enumerate(self.weights)}
-        tensors.update({f"{i}.bias": b.detach().cpu().contiguous() for i, b in enumerate(self.biases)})
+    def to_bytes(self, dtype: torch.dtype | None = None) -> bytes:
+        """safetensors bytes (never pickle); the frame count travels in the metadata. ``dtype``:
+        rounded to it on the way (bfloat16: half the bytes); :meth:`from_bytes` gives float32."""
+        tensors = {f"{i}.weight": w.detach().to(dtype or w.dtype).cpu().contiguous() for i, w in enumerate(self.weights)}
+        tensors.update({f"{i}.bias": b.detach().to(dtype or b.dtype).cpu().contiguous()
+                        for i, b in enumerate(self.biases)})
         return st_save(tensors, metadata={"count": str(self.count)})
 
     @classmethod
@@ -148,8 +150,8 @@ class FFGradient:
         count = metadata(data).get("count", "0")
         if not count.isdigit():
             raise ValueError(f"a serialized gradient's count must be a whole number, got {count!r}")
-        return cls([tensors[f"{i}.weight"].to(device) for i in range(n)],
-                   [tensors[f"{i}.bias"].to(device) for i in range(n)], int(count))
+        return cls([tensors[f"{i}.weight"].to(device, torch.float32) for i in range(n)],
+                   [tensors[f"{i}.bias"].to(device, torch.float32) for i in range(n)], int(count))
 
 
 def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor, state: RecurrentState,

@@ -13,6 +13,10 @@ from service.keys import Keys
 from service.settings import Settings
 
 
+# FFS_DREAM_DTYPE: what a dream's weights and the negative gradient are rounded to on the way.
+DREAM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def recurrent_config(settings: Settings) -> RecurrentConfig:
     layer = LayerConfig(optimizer="sgd", lr=settings.learning_rate, momentum=settings.momentum,
                         weight_decay=settings.weight_decay, peer_normalization=settings.peer_normalization,

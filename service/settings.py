@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     # phase on the snapshot that includes that step.
     sleep_sample: int = Field(100, ge=1, description="frames per dream (the replay sample)")
     sleep_iterations: int = Field(2, ge=1, description="damped iterations per negative frame")
+    # bfloat16 by default: half the bytes through Redis per positive step (+22% frames/s end to
+    # end on 2 cores) for the same learning (benchmarks/online_recipe.py, four kinds of frames:
+    # within 0.06 points of float32 each; docs/RESULTS.md).
+    dream_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16", description="precision of the weights in a dream and of the negative gradient sent back")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -143,7 +143,7 @@ class SleepWorker:
             self._measured = time.monotonic()
             self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
-        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version, "gradient": grad.to_bytes(),
+        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version, "gradient": grad.to_bytes(model_io.DREAM_DTYPES[self.settings.dream_dtype]),
                                               "n": grad.count},
                         maxlen=NEGATIVES_MAXLEN, approximate=True)
         self.cycles += 1

@@ -19,11 +19,14 @@ class Negatives:
         the positive phase; refuse stale, invalid and exploding ones (counted)."""
         reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
         entries = reply[0][1] if reply else []
+        if not entries:
+            return 0
         applied = 0
+        pipe = self.redis.pipeline(transaction=False)  # the counts and the trim: one round trip
         for eid, fields in entries:
             self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
             if b"dream" not in fields:
-                self._refuse_negative("invalid", "no dream id")
+                self._refuse_negative(pipe, "invalid", "no dream id")
                 continue
             dream = int(fields[b"dream"])
             answered = self.awaiting is not None and dream >= self.awaiting.dream
@@ -33,7 +36,7 @@ class Negatives:
             if self.dream_id - dream > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
                 self.metrics.negatives_rejected.labels("stale").inc()
-                self.redis.hincrby(self.keys.model, "negatives_rejected_stale", 1)
+                pipe.hincrby(self.keys.model, "negatives_rejected_stale", 1)
                 continue
             try:
                 grad = FFGradient.from_bytes(fields[b"gradient"], self.device)
@@ -44,25 +47,26 @@ class Negatives:
                     raise ValueError(f"gradient shapes {[tuple(g.shape) for g in grad.weights]} do not fit the model")
                 ratio = max(self.learner.step_ratio(grad))
                 if ratio > self.settings.max_delta_ratio:
-                    self._refuse_negative("exploding", f"changes a layer by {ratio:.3g} of its norm "
+                    self._refuse_negative(pipe, "exploding", f"changes a layer by {ratio:.3g} of its norm "
                                                        f"(limit {self.settings.max_delta_ratio})")
                     continue
                 self.learner.apply(grad)
             except ValueError as e:
-                self._refuse_negative("invalid", str(e))
+                self._refuse_negative(pipe, "invalid", str(e))
                 continue
             applied += 1
             # Served by the next scheduled snapshot, the positive and negative phases together.
             self._negatives_since_snapshot += 1
             self.counters["negatives_applied"] += 1
             self.metrics.negatives_applied.inc()
-            self.redis.hincrby(self.keys.model, "negatives_applied", 1)
-        if entries:  # consumed (one wake worker): keep the queue from holding every update ever sent
-            self.redis.xtrim(self.keys.negatives, minid=self.negatives_cursor)
+            pipe.hincrby(self.keys.model, "negatives_applied", 1)
+        # consumed (one wake worker): keep the queue from holding every update ever sent
+        pipe.xtrim(self.keys.negatives, minid=self.negatives_cursor)
+        pipe.execute()
         return applied
 
-    def _refuse_negative(self, reason: str, why: str) -> None:
+    def _refuse_negative(self, pipe, reason: str, why: str) -> None:
         log.warning("refused negative update %s: %s", self.negatives_cursor, why)
         self.counters[f"negatives_rejected_{reason}"] = self.counters.get(f"negatives_rejected_{reason}", 0) + 1
         self.metrics.negatives_rejected.labels(reason).inc()
-        self.redis.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)
+        pipe.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)

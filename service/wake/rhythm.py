@@ -76,22 +76,23 @@ class Rhythm:
             return
         self._last_positive_step = time.monotonic()
         self.metrics.positive_steps.inc()
-        self.redis.hincrby(self.keys.model, "positive_steps", 1)
         dream = sample is not None and not self.settings.freeze and self.awaiting is None
         if dream and not flush:
             with self.learner.trial(grad) as ahead:
-                weights = to_bytes(ahead) if self.weights_finite(ahead) else None
+                weights = to_bytes(ahead, self.dream_dtype) if self.weights_finite(ahead) else None
             if weights is not None:
-                self._dream(sample, weights, grad.count, grad)
+                self._dream(sample, weights, grad.count, grad, count_step=True)
                 return
             dream = False  # not finite: never dreamt with; applied below, then rolled back (counted)
+        self.redis.hincrby(self.keys.model, "positive_steps", 1)
         # At once: the weights include these frames now. A flushed step still gets its negatives
         # (computed on the weights that include it, applied when they come back).
         self.learner.apply(grad)
         if self.publish() and dream:
             self._dream(sample, self._last_good, grad.count, None)
 
-    def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None) -> None:
+    def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None,
+               count_step: bool = False) -> None:
         """Ask the sleep worker for the negative phase of ``sample`` on ``weights`` (a snapshot's
         bytes). The step is awaited before the dream is written: if Redis refuses the write, the
         deferred positive step is applied alone after ``negative_wait_s`` instead of being lost.
@@ -99,8 +100,12 @@ class Rhythm:
         predict's snapshots follow their own schedule (``housekeeping``)."""
         self.dream_id += 1
         self.awaiting = Awaited(self.dream_id, time.monotonic(), positive)
-        self.redis.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
-                                                  "sample": sample.to_bytes(), "weights": weights, "frames": frames})
+        pipe = self.redis.pipeline(transaction=False)  # one round trip per step (``count_step``: its count too)
+        if count_step:
+            pipe.hincrby(self.keys.model, "positive_steps", 1)
+        pipe.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
+                                            "sample": sample.to_bytes(), "weights": weights, "frames": frames})
+        pipe.execute()
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""

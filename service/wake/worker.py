@@ -42,6 +42,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.set_model(model_io.build(settings).to(self.device))
         self.version = 0  # of the published snapshot (what predict serves)
         self.dream_id = 0  # of the last dream sent to the sleep worker: one per positive step
+        self.dream_dtype = model_io.DREAM_DTYPES[settings.dream_dtype]
         self.frames_seen = 0
         self.streams = StreamTable()
         self.negatives_cursor = "0-0"

@@ -74,3 +74,18 @@ def test_a_recurrent_checkpoint_from_before_the_online_buffers_still_loads():
     assert torch.equal(new.input_mean, torch.zeros(20))
     with pytest.raises(RuntimeError, match="Unexpected key"):
         new.load_state_dict({**weights, "stray": torch.zeros(1)})
+
+
+def test_a_bfloat16_snapshot_loads_into_float32_weights_rounded():
+    from ffcore.checkpoint import from_bytes, to_bytes
+    from ffcore.recurrent import RecurrentConfig, RecurrentFF
+
+    torch.manual_seed(0)
+    model = RecurrentFF(RecurrentConfig(input_dim=64, widths=(48, 48), num_classes=3))
+    full, half = to_bytes(model), to_bytes(model, torch.bfloat16)
+    assert len(half) < 0.6 * len(full)
+    loaded = from_bytes(half)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, name
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.to(torch.bfloat16).to(a.dtype), rtol=0, atol=0)

@@ -198,3 +198,15 @@ def test_a_step_of_fewer_frames_than_step_frames_moves_the_weights_proportionall
         assert torch.allclose(scaled, full * 5 / 50, atol=1e-7)
     with pytest.raises(ValueError, match="step_frames must be >= 1"):
         OnlineConfig(step_frames=0)
+
+
+def test_a_gradient_sent_as_bfloat16_comes_back_float32_and_rounded():
+    from ffcore.online import FFGradient
+
+    g = torch.Generator().manual_seed(1)
+    grad = FFGradient([torch.randn(6, 5, generator=g)], [torch.randn(6, generator=g)], count=7)
+    back = FFGradient.from_bytes(grad.to_bytes(torch.bfloat16))
+    assert back.count == 7 and back.weights[0].dtype == back.biases[0].dtype == torch.float32
+    torch.testing.assert_close(back.weights[0], grad.weights[0].to(torch.bfloat16).float(), rtol=0, atol=0)
+    assert not torch.equal(back.weights[0], grad.weights[0])
+    assert len(grad.to_bytes(torch.bfloat16)) < len(grad.to_bytes())

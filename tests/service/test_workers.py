@@ -157,6 +157,36 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
 
 
+def _one_dream(settings, prefix):
+    """A deferred step of 8 frames, its dream answered and applied: (dream bytes, negative bytes, weights)."""
+    settings = settings.model_copy(update={"key_prefix": prefix})
+    keys = Keys(prefix)
+    redis = sync_client(settings)
+    for seq in range(8):
+        _post(redis, keys, "a", 0.1 + 0.05 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, redis, keys)
+    wake.setup()
+    wake.poll(pending=False)
+    wake.positive_step()
+    dream_bytes = len(redis.hget(keys.dream, "weights"))
+    assert SleepWorker(settings, sync_client(settings), keys).cycle() == 8
+    negative_bytes = len(redis.xrange(keys.negatives)[-1][1][b"gradient"])
+    assert wake.apply_negatives() == 1 and wake.awaiting is None
+    return dream_bytes, negative_bytes, [p.detach().clone() for p in wake.model.layers.parameters()]
+
+
+def test_bfloat16_dreams_halve_the_bytes_and_change_the_step_by_rounding_only(settings, sync_redis):
+    full = _one_dream(settings.model_copy(update={"dream_dtype": "float32"}), "f32")
+    half = _one_dream(settings.model_copy(update={"dream_dtype": "bfloat16"}), "bf16")
+    assert half[0] < 0.55 * full[0] and half[1] < 0.55 * full[1]
+    moved = 0.0
+    for a, b in zip(full[2], half[2]):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-3 * float(a.abs().max()) + 1e-6)
+        moved = max(moved, float((a - b).abs().max()))
+    assert moved > 0  # the rounding is real: the bytes carried bfloat16
+
+
 def test_non_finite_negative_updates_are_refused(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     wake = WakeWorker(settings, sync_client(settings))
