@@ -178,6 +178,8 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
            "lag_end": lags[-1]["lag"] if lags else None, "lag_max": max((x["lag"] for x in lags), default=None),
            "max_lag_allowed": max_lag, "sustained": bool(lags) and max(x["lag"] for x in lags) <= max_lag + streams * batch,
            "lag_over_time": lags,
+           # the learning's rhythm under this load: a positive step and its negatives, or one without
+           **{k: model1[k] - model0[k] for k in ("positive_steps", "negatives_applied", "negatives_missed")},
            "queue_wait_p50_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.5),
            "queue_wait_p99_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.99),
            "cpu_cores_per_process": cpu}
@@ -292,7 +294,8 @@ def main() -> None:
                   f"202->step p50/p99 {r['queue_wait_p50_s']}/{r['queue_wait_p99_s']} s, predict p50/p99 "
                   f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms (in the API: at most "
                   f"{r.get('predict_server_p50_ms_at_most')}/{r.get('predict_server_p99_ms_at_most')} ms), "
-                  f"cpu {r['cpu_cores_per_process']}",
+                  f"cpu {r['cpu_cores_per_process']}, positive steps {r['positive_steps']} (negatives applied "
+                  f"{r['negatives_applied']}, missed {r['negatives_missed']})",
                   flush=True)
             wait_drained(base)
         # Last, ingest alone: the wake worker stopped (SIGSTOP), 4 connections of 256-frame

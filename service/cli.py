@@ -35,17 +35,28 @@ def _logging(level: str) -> None:
     setup(level)
 
 
-def _thread_budget(settings, worker: bool = False) -> None:
+def _thread_budget(settings, worker: bool = False, wake: bool = False) -> None:
     """Each process gets FFS_TORCH_THREADS threads: API, wake, sleep and Redis share the cores, and
     torch's default (one thread per core in every process) oversubscribes them. A worker also
-    takes FFS_WORKER_NICE: the API answers first when the cores are short."""
+    takes FFS_WORKER_NICE (the API answers first when the cores are short), and the wake worker
+    FFS_WAKE_NICE on top (it runs before the rest: every frame waits for it)."""
     import os
 
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    if worker and settings.worker_nice:
-        os.nice(settings.worker_nice)
+    change = (settings.worker_nice if worker else 0) + (settings.wake_nice if wake else 0)
+    if not change:
+        return
+    try:
+        os.nice(change)
+    except PermissionError:  # raising a priority needs CAP_SYS_NICE: go on at the inherited one
+        logging.getLogger("service").warning(
+            "cannot change this process's niceness by %d (FFS_WORKER_NICE=%d, FFS_WAKE_NICE=%d): raising a "
+            "priority needs CAP_SYS_NICE; running at the priority it was started with", change,
+            settings.worker_nice, settings.wake_nice)
+        if settings.worker_nice and worker:
+            os.nice(settings.worker_nice)
 
 
 @app.command()
@@ -102,7 +113,7 @@ def wake():
 
     settings = _settings()
     _logging(settings.log_level)
-    _thread_budget(settings, worker=True)
+    _thread_budget(settings, worker=True, wake=True)
     try:
         main(settings)
     except WakeError as e:

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per process (wake, sleep, api)")
     worker_nice: int = Field(0, ge=0, le=19, description="niceness added to the wake and sleep workers: where "
                              "there are fewer cores than busy processes, the API (ingest, predict) runs first")
+    # The wake worker is the one process every frame waits for (it alone owns the weights), so where
+    # the cores are shared it should run first: at -5 the embedded system on 2 cores applied
+    # 4,399-4,915 frames/s instead of 3,627-3,838, predict's p99 no worse; the cost is larger windows
+    # per positive step at full rate (benchmarks/throughput.py, docs/RESULTS.md).
+    wake_nice: int = Field(-5, ge=-20, le=19, description="added to the wake worker's niceness (after "
+                           "FFS_WORKER_NICE); below 0 needs CAP_SYS_NICE (root has it): without it the "
+                           "worker says so and keeps the priority it was started with")
     peer_normalization: float = Field(0.0, ge=0)
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
     # width: its SGD step per frame is readout_step / |x|^2 (normalized LMS), the same relative
