@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
 from ffcore.metrics import error_rate
+from ffcore.checkpoint import load_bytes_into, to_bytes
 from ffcore.online import FFGradient, OnlineLearner, negative_gradient
 from ffcore.recurrent import RecurrentFF
 from service import model as model_io
@@ -70,9 +71,7 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
                 if defer:  # the service's rhythm: the dream's weights look ahead, the live ones wait
                     ahead = learner.lookahead(positive)
                     if dtype != torch.float32:  # what FFS_DREAM_DTYPE does to the weights on the way
-                        with torch.no_grad():
-                            for p in ahead.parameters():
-                                p.copy_(p.to(dtype))
+                        ahead = load_bytes_into(ahead, to_bytes(ahead, dtype))
                 else:
                     learner.apply(positive)
                     ahead = model

@@ -25,6 +25,15 @@ VARIANTS = {
     "low-contrast": lambda x: 0.45 + 0.1 * x,
     "sparse": lambda x: x * (x > 0.7),
 }
+
+
+def variant_data(data, variant: str, images: int, test_size: int):
+    """(x, y, x_test, y_test): the first ``images`` training and ``test_size`` test images of
+    ``data`` in the statistics of ``variant``."""
+    f = VARIANTS[variant]
+    return (f(data.train_x[:images]), data.train_y[:images], f(data.test_x[:test_size]), data.test_y[:test_size])
+
+
 # (name, settings changed, staleness, deferred positive step)
 CONDITIONS = [
     ("defaults", {}, 0, False),
@@ -41,6 +50,8 @@ CONDITIONS = [
     ("deferred, 2 steps", {}, 2, True),
     ("deferred, learning rate 0.75", {"learning_rate": 0.75}, 1, True),
     ("deferred, learning rate 1.25", {"learning_rate": 1.25}, 1, True),
+    # the precision of dreams, both named: bfloat16 is the default since 2026-12-01
+    ("deferred, float32 dreams", {"dream_dtype": "float32"}, 1, True),
     ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
     ("readout not averaged", {"readout_average": 0}, 0, False),
     ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
@@ -66,9 +77,7 @@ def main() -> None:
     base = Settings(input_dim=data.input_dim)
     results: dict[str, dict[str, float]] = {}
     for variant in args.variants:
-        f = VARIANTS[variant]
-        x, y = f(data.train_x[: args.images]), data.train_y[: args.images]
-        x_test, y_test = f(data.test_x[: args.test_size]), data.test_y[: args.test_size]
+        x, y, x_test, y_test = variant_data(data, variant, args.images, args.test_size)
         for name, changes, staleness, defer in CONDITIONS:
             if name not in args.conditions:
                 continue

@@ -276,8 +276,8 @@ def main() -> None:
                 raise RuntimeError("the system did not become ready")
         pids = children(up.pid)
         result["loads"] = []
-        predict_bases = {"api": [None], "role": [f"http://127.0.0.1:{ports['predict']}"],
-                         "both": [None, f"http://127.0.0.1:{ports['predict']}"]}[args.predict_via]
+        role_url = f"http://127.0.0.1:{ports['predict']}"
+        predict_bases = {"api": [None], "role": [role_url], "both": [None, role_url]}[args.predict_via]
         if args.predict_via != "api":
             with httpx.Client(base_url=predict_bases[-1], timeout=5) as probe:
                 if not wait_ready(probe, 60):

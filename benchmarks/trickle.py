@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from online_learning import ff_online  # noqa: E402  (benchmarks/ is the script's folder)
-from online_recipe import VARIANTS  # noqa: E402
+from online_recipe import VARIANTS, variant_data  # noqa: E402
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import write_results
 from service.settings import Settings
@@ -52,9 +52,7 @@ def main() -> None:
     settings = Settings(input_dim=data.input_dim)
     results: dict[str, dict[str, dict]] = {}
     for variant in args.variants:
-        f = VARIANTS[variant]
-        x, y = f(data.train_x[: args.images]), data.train_y[: args.images]
-        x_test, y_test = f(data.test_x[: args.test_size]), data.test_y[: args.test_size]
+        x, y, x_test, y_test = variant_data(data, variant, args.images, args.test_size)
         for name, streams, window, step_frames in CONDITIONS:
             r = ff_online(settings, x, y, x_test, y_test, streams=streams, repeat=args.repeat, window=window,
                           staleness=0, seed=args.seed, step_frames=step_frames)

@@ -35,28 +35,23 @@ def _logging(level: str) -> None:
     setup(level)
 
 
-def _thread_budget(settings, worker: bool = False, wake: bool = False) -> None:
+def _thread_budget(settings, worker: bool = False) -> None:
     """Each process gets FFS_TORCH_THREADS threads: API, wake, sleep and Redis share the cores, and
     torch's default (one thread per core in every process) oversubscribes them. A worker also
-    takes FFS_WORKER_NICE (the API answers first when the cores are short), and the wake worker
-    FFS_WAKE_NICE on top (it runs before the rest: every frame waits for it)."""
+    takes FFS_WORKER_NICE (below 0: the learning runs first; above 0: the API does)."""
     import os
 
     import torch
 
     torch.set_num_threads(settings.torch_threads)
-    change = (settings.worker_nice if worker else 0) + (settings.wake_nice if wake else 0)
-    if not change:
+    if not worker or not settings.worker_nice:
         return
     try:
-        os.nice(change)
+        os.nice(settings.worker_nice)
     except PermissionError:  # raising a priority needs CAP_SYS_NICE: go on at the inherited one
         logging.getLogger("service").warning(
-            "cannot change this process's niceness by %d (FFS_WORKER_NICE=%d, FFS_WAKE_NICE=%d): raising a "
-            "priority needs CAP_SYS_NICE; running at the priority it was started with", change,
-            settings.worker_nice, settings.wake_nice)
-        if settings.worker_nice and worker:
-            os.nice(settings.worker_nice)
+            "cannot change this process's niceness by FFS_WORKER_NICE=%d: raising a priority needs "
+            "CAP_SYS_NICE; running at the priority it was started with", settings.worker_nice)
 
 
 @app.command()
@@ -113,7 +108,7 @@ def wake():
 
     settings = _settings()
     _logging(settings.log_level)
-    _thread_budget(settings, worker=True, wake=True)
+    _thread_budget(settings, worker=True)
     try:
         main(settings)
     except WakeError as e:

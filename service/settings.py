@@ -94,15 +94,14 @@ class Settings(BaseSettings):
     negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
                                    "before the next positive step goes ahead without them")
     torch_threads: int = Field(1, ge=1, le=256, description="torch threads per process (wake, sleep, api)")
-    worker_nice: int = Field(0, ge=0, le=19, description="niceness added to the wake and sleep workers: where "
-                             "there are fewer cores than busy processes, the API (ingest, predict) runs first")
-    # The wake worker is the one process every frame waits for (it alone owns the weights), so where
-    # the cores are shared it should run first: at -5 the embedded system on 2 cores applied
-    # 4,399-4,915 frames/s instead of 3,627-3,838, predict's p99 no worse; the cost is larger windows
-    # per positive step at full rate (benchmarks/throughput.py, docs/RESULTS.md).
-    wake_nice: int = Field(-5, ge=-20, le=19, description="added to the wake worker's niceness (after "
-                           "FFS_WORKER_NICE); below 0 needs CAP_SYS_NICE (root has it): without it the "
-                           "worker says so and keeps the priority it was started with")
+    # 0 by default: raising the wake worker alone (-5) gave 4,399-4,915 frames/s instead of
+    # 3,627-3,838 on 2 cores, but by starving the sleep worker, so each positive step covered more
+    # frames and the service learned worse (5.98% vs 5.55% MNIST error); both workers at -5 kept
+    # the steps and gave 3,807, inside the noise (benchmarks/throughput.py, docs/RESULTS.md).
+    worker_nice: int = Field(0, ge=-20, le=19, description="niceness added to the wake and sleep workers: "
+                             "below 0 they run before the API and anything else on the host (needs "
+                             "CAP_SYS_NICE, as root has: without it they say so and keep their priority); "
+                             "above 0 the API (ingest, predict) runs first")
     peer_normalization: float = Field(0.0, ge=0)
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
     # width: its SGD step per frame is readout_step / |x|^2 (normalized LMS), the same relative
@@ -150,7 +149,7 @@ class Settings(BaseSettings):
     sleep_iterations: int = Field(2, ge=1, description="damped iterations per negative frame")
     # bfloat16 by default: half the bytes through Redis per positive step (+22% frames/s end to
     # end on 2 cores) for the same learning (benchmarks/online_recipe.py, four kinds of frames:
-    # within 0.06 points of float32 each; docs/RESULTS.md).
+    # no worse than 0.02 points of float32 on any; docs/RESULTS.md).
     dream_dtype: Literal["float32", "bfloat16"] = Field(
         "bfloat16", description="precision of the weights in a dream and of the negative gradient sent back")
 

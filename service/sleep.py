@@ -41,6 +41,7 @@ class SleepWorker:
         self._measured = 0.0  # when the goodness gauges were last measured
         self.model = None  # the weights being dreamt with, reloaded in place for each dream
         self.metrics = SleepMetrics()
+        self.dream_dtype = model_io.DREAM_DTYPES[settings.dream_dtype]  # of the gradients sent back
 
     def stop(self, *_) -> None:
         self.running = False
@@ -143,7 +144,8 @@ class SleepWorker:
             self._measured = time.monotonic()
             self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
-        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version, "gradient": grad.to_bytes(model_io.DREAM_DTYPES[self.settings.dream_dtype]),
+        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version,
+                                              "gradient": grad.to_bytes(self.dream_dtype),
                                               "n": grad.count},
                         maxlen=NEGATIVES_MAXLEN, approximate=True)
         self.cycles += 1
