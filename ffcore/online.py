@@ -290,8 +290,10 @@ class OnlineLearner:
         """Predict labeled frames (B, D) in order with the readout on their bottom-up features,
         then learn from them, READOUT_CHUNK frames per step. Returns the (B, C) logits made before
         learning from each frame (prequential)."""
-        out = [self.readout_step(self.model.bottom_up_features(frames[i : i + READOUT_CHUNK]),
-                                 labels[i : i + READOUT_CHUNK]) for i in range(0, len(frames), READOUT_CHUNK)]
+        # One bottom-up pass for them all: the readout's steps do not change the FF layers.
+        features = self.model.bottom_up_features(frames)
+        out = [self.readout_step(features[i : i + READOUT_CHUNK], labels[i : i + READOUT_CHUNK])
+               for i in range(0, len(frames), READOUT_CHUNK)]
         return out[0] if len(out) == 1 else torch.cat(out)
 
     def _remember(self, part: ReplaySample) -> None:

@@ -117,6 +117,18 @@ class FFRecurrentLayer(FFLinear):
         kind = self.config.goodness
         return torch.cat((layer_norm(x_below, kind), layer_norm(x_above, kind)), dim=1)
 
+    def bottom_up(self, x_below: torch.Tensor) -> torch.Tensor:
+        """``forward`` with nothing above yet: the top-down part of the input is zero, and so is its
+        normalized direction, so only the bottom-up columns of the weights take part (the same
+        activities as ``forward([x_below, 0])`` without the product with the zeros)."""
+        x = layer_norm(x_below, self.config.goodness)
+        w, b = self.linear.weight, self.linear.bias
+        if self.config.matmul_dtype == "bfloat16":  # as ``connect`` has it
+            grad = torch.is_grad_enabled() and w.requires_grad
+            w, b = (w.to(torch.bfloat16), b.to(torch.bfloat16)) if grad else self._bf16_weights()
+            return self._act(F.linear(x.to(torch.bfloat16), w[:, : self.below], b).float())
+        return self._act(F.linear(x, w[:, : self.below], b))
+
 
 class RecurrentFF(CenteredInput, nn.Module):
     """The recurrent top-down FF net: ``step`` for streams, ``fit_batch``/``predict`` for images."""
@@ -167,7 +179,7 @@ class RecurrentFF(CenteredInput, nn.Module):
         """One bottom-up pass (no top-down input yet) initializes the hidden layers."""
         ys, h = [], self.prepare(frames)
         for layer in self.layers:
-            h = layer(torch.cat((h, torch.zeros(len(frames), layer.above, device=frames.device)), dim=1))
+            h = layer.bottom_up(h)
             ys.append(h)
         return RecurrentState(ys)
 

@@ -44,6 +44,14 @@ class Keys:
         return f"{self.prefix}:sleep:trigger"
 
     @property
+    def sleep_doorbell(self) -> str:  # list of at most one entry, pushed with every dream, pause,
+        return f"{self.prefix}:sleep:doorbell"  # resume and trigger: the sleep worker waits on it (BLPOP)
+
+    @property
+    def negatives_doorbell(self) -> str:  # pub/sub channel: a negative update is on the queue
+        return f"{self.prefix}:negatives:doorbell"
+
+    @property
     def checkpoint_request(self) -> str:
         return f"{self.prefix}:checkpoint:request"
 

@@ -86,6 +86,14 @@ def queue_lag(received, applied, duplicate) -> int:
     return max(int(received or 0) - int(applied or 0) - int(duplicate or 0), 0)
 
 
+def ring_sleep(pipe, keys) -> None:
+    """Queue on ``pipe`` the ring of the sleep worker's doorbell (a dream, a pause, a resume or a
+    trigger to look at): a list that holds at most one entry, so a ring is never lost while the
+    worker is busy and never piles up. The worker waits on it with BLPOP instead of polling."""
+    pipe.lpush(keys.sleep_doorbell, 1)
+    pipe.ltrim(keys.sleep_doorbell, 0, 0)
+
+
 def entry_id_order(entry_id: bytes | str) -> tuple[int, int]:
     """A Redis Stream entry id as a sortable (milliseconds, sequence) pair."""
     ms, _, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).partition("-")

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # The wake worker trims what it consumed and publishes one dream per positive step, so the
 # queue holds a few updates; this cap bounds it anyway.
 NEGATIVES_MAXLEN = 100
+# The longest wait on the doorbell (``service.redis_io.ring_sleep``): every dream, pause, resume
+# and trigger rings it, so this only paces the heartbeat of an idle worker (and a stop).
+DOORBELL_WAIT_S = 0.5
 
 
 class SleepWorker:
@@ -86,15 +89,13 @@ class SleepWorker:
         while self.running:
             try:
                 generated = self.tick(last)
+                if generated is not None:
+                    last = time.monotonic()
+                if not generated:  # nothing answered: wait for the doorbell, not a timer
+                    self.redis.blpop([self.keys.sleep_doorbell], timeout=DOORBELL_WAIT_S)
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: wait and carry on
                 outage.wait(e)
-                continue
-            if generated is not None:
-                last = time.monotonic()
-                if generated:
-                    continue
-            time.sleep(0.005)  # a dream comes with every positive step: answer it at once
 
     def tick(self, last_cycle: float) -> int | None:
         """Heartbeat, then a cycle if one is due: the negatives generated, or None if none was due."""
@@ -144,22 +145,23 @@ class SleepWorker:
             self._measured = time.monotonic()
             self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
-        self.redis.xadd(self.keys.negatives, {"dream": dream, "version": version,
-                                              "gradient": grad.to_bytes(self.dream_dtype),
-                                              "n": grad.count},
-                        maxlen=NEGATIVES_MAXLEN, approximate=True)
-        self.cycles += 1
+        payload = {"dream": dream, "version": version, "gradient": grad.to_bytes(self.dream_dtype), "n": grad.count}
         seconds = time.perf_counter() - start
-        self.metrics.cycles.inc()
-        self.metrics.cycle_seconds.observe(seconds)
-        self.metrics.negatives_generated.inc(len(frames))
-        self.metrics.last_cycle_time.set(time.time())
+        # One round trip: the update, the wake worker's doorbell (it checks for the update without
+        # asking Redis until it rings), and the counts.
         pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(self.keys.negatives, payload, maxlen=NEGATIVES_MAXLEN, approximate=True)
+        pipe.publish(self.keys.negatives_doorbell, dream)
         pipe.hincrby(self.keys.sleep, "cycles", 1)
         pipe.hincrby(self.keys.sleep, "negatives_generated", len(frames))
         pipe.hset(self.keys.sleep, mapping={"last_cycle_time": time.time(), "last_cycle_seconds": seconds,
                                             "last_cycle_dream": dream, "last_cycle_version": version})
         pipe.execute()
+        self.cycles += 1
+        self.metrics.cycles.inc()
+        self.metrics.cycle_seconds.observe(seconds)
+        self.metrics.negatives_generated.inc(len(frames))
+        self.metrics.last_cycle_time.set(time.time())
         log.debug("sleep cycle %d: %d negatives for dream %d (snapshot v%d) in %.3fs", self.cycles, len(frames),
                   dream, version, seconds)
         return len(frames)

@@ -11,8 +11,29 @@ from ffcore.online import FFGradient
 log = logging.getLogger("service.wake")
 
 
+# How often the queue is read while a step waits for its negatives although the doorbell has not
+# rung (a ring is lost while the doorbell's connection reconnects).
+UNRUNG_CHECK_S = 0.05
+
+
 class Negatives:
     """Mixed into :class:`service.wake.worker.WakeWorker`."""
+
+    def negatives_rang(self, now: float) -> bool:
+        """Whether the queue is worth reading: the sleep worker rang the doorbell (it publishes on
+        ``keys.negatives_doorbell`` with every update) or ``UNRUNG_CHECK_S`` passed. Looking for a
+        ring reads this process's own socket, without a round trip through Redis: the wake worker
+        looks after every step while it waits."""
+        rang = False
+        if self.doorbell is None:
+            self.doorbell = self.redis.pubsub(ignore_subscribe_messages=True)
+            self.doorbell.subscribe(self.keys.negatives_doorbell)
+        while self.doorbell.get_message(timeout=0.0) is not None:
+            rang = True
+        if rang or now - self._negatives_checked >= UNRUNG_CHECK_S:
+            self._negatives_checked = now
+            return True
+        return False
 
     def apply_negatives(self) -> int:
         """Apply the negative-phase gradients the sleep worker sent, through the same optimizer as

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ffcore.checkpoint import to_bytes
 from ffcore.online import FFGradient
+from service.redis_io import ring_sleep
 
 log = logging.getLogger("service.wake")
 
@@ -49,8 +50,7 @@ class Rhythm:
             return False
         if now - self._last_positive_step < self.settings.wake_step_interval_s:
             return False
-        if self.awaiting is not None and now - self._negatives_checked >= 0.002:
-            self._negatives_checked = now
+        if self.awaiting is not None and self.negatives_rang(now):
             self.apply_negatives()
         if self.awaiting is not None:
             if now - self.awaiting.since < self.settings.negative_wait_s:
@@ -105,6 +105,7 @@ class Rhythm:
             pipe.hincrby(self.keys.model, "positive_steps", 1)
         pipe.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
                                             "sample": sample.to_bytes(), "weights": weights, "frames": frames})
+        ring_sleep(pipe, self.keys)
         pipe.execute()
 
     def release_positive(self, publish: bool = True) -> None:

@@ -66,7 +66,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self._last_metrics = 0.0
         self._window_started: float | None = None  # when the positive accumulator got its first frame
         self.awaiting: Awaited | None = None  # the dream whose negatives are not back yet
-        self._negatives_checked = 0.0
+        self._negatives_checked = 0.0  # when the queue was last read while a step waited
+        self.doorbell = None  # the negatives doorbell's subscription (``negatives_rang``), made when first needed
         self._last_positive_step = 0.0
         self._frames_per_entry = 1.0  # running mean: how many entries make wake_read_count frames
         self.running = True
@@ -109,6 +110,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: keep the weights, wait, carry on
                 outage.wait(e)
+        if self.doorbell is not None:
+            self.doorbell.close()
         if not self.checkpoint():
             raise WakeError(f"{self.checkpoint_error}: the frames applied since the last checkpoint will be "
                             "delivered again when the worker restarts")

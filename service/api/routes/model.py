@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Security
 from service.api.deps import KeysDep, RedisDep
 from service.api.schemas import Ack, ModelOut, SleepStatus, errors
 from service.api.security import API_KEY_HEADER, require_key
-from service.redis_io import queue_lag
+from service.redis_io import queue_lag, ring_sleep
 
 read_router = APIRouter(prefix="/v1", tags=["model"])  # what the predict role serves too
 router = APIRouter(prefix="/v1", tags=["model"])
@@ -46,19 +46,28 @@ async def get_model(redis: RedisDep, keys: KeysDep) -> ModelOut:
 
 @router.post("/sleep/pause", response_model=Ack, dependencies=WRITE, responses=WRITE_ERRORS)
 async def pause_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
-    await redis.hset(keys.sleep, "paused", 1)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(keys.sleep, "paused", 1)
+    ring_sleep(pipe, keys)  # the sleep worker looks at once
+    await pipe.execute()
     return Ack(detail="sleep paused: no negative updates until resumed")
 
 
 @router.post("/sleep/resume", response_model=Ack, dependencies=WRITE, responses=WRITE_ERRORS)
 async def resume_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
-    await redis.hset(keys.sleep, "paused", 0)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(keys.sleep, "paused", 0)
+    ring_sleep(pipe, keys)  # the sleep worker looks at once
+    await pipe.execute()
     return Ack(detail="sleep resumed")
 
 
 @router.post("/sleep/trigger", response_model=Ack, status_code=202, dependencies=WRITE, responses=WRITE_ERRORS)
 async def trigger_sleep(redis: RedisDep, keys: KeysDep) -> Ack:
-    await redis.set(keys.sleep_trigger, 1)
+    pipe = redis.pipeline(transaction=False)
+    pipe.set(keys.sleep_trigger, 1)
+    ring_sleep(pipe, keys)  # the sleep worker looks at once
+    await pipe.execute()
     return Ack(detail="a sleep cycle will run now (even when paused)")
 
 
