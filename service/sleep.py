@@ -49,23 +49,25 @@ class SleepWorker:
     def stop(self, *_) -> None:
         self.running = False
 
-    @property
-    def paused(self) -> bool:
-        return self.redis.hget(self.keys.sleep, "paused") == b"1"
-
-    def dream_id(self) -> int:
-        return int(self.redis.hget(self.keys.dream, "id") or 0)
-
-    def due(self, last_cycle: float = 0.0) -> bool:
-        """A new dream to answer (not while paused), or a trigger (answers the latest even if paused)."""
-        if self.redis.getdel(self.keys.sleep_trigger) is not None:
+    def due(self) -> bool:
+        """A new dream to answer (not while paused), or a trigger (answers the latest even if
+        paused). One round trip, with the heartbeat: the worker asks this after every doorbell."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
+        pipe.hget(self.keys.sleep, "paused")
+        pipe.getdel(self.keys.sleep_trigger)
+        pipe.hget(self.keys.dream, "id")
+        _, paused, trigger, latest = pipe.execute()
+        paused = paused == b"1"
+        self.metrics.paused.set(int(paused))
+        if trigger is not None:
             self.dreamt = 0
             return True
         # Paused: the wake worker's positive steps go ahead without negatives after
         # negative_wait_s ("sleep deprivation"); resuming answers only the newest dream.
         # "Different", not "newer": a wake worker that starts on an empty Redis counts from 1 again.
-        latest = self.dream_id()
-        return not self.paused and latest != 0 and latest != self.dreamt
+        latest = int(latest or 0)
+        return not paused and latest != 0 and latest != self.dreamt
 
     def warm_up(self) -> None:
         """One dream on random frames before the first real one: torch's first calls take about a
@@ -84,26 +86,18 @@ class SleepWorker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self.warm_up()
-        last = 0.0
         outage = RedisOutage("sleep")
         while self.running:
             try:
-                generated = self.tick(last)
-                if generated is not None:
-                    last = time.monotonic()
-                if not generated:  # nothing answered: wait for the doorbell, not a timer
+                if not self.tick():  # nothing answered: wait for the doorbell, not a timer
                     self.redis.blpop([self.keys.sleep_doorbell], timeout=DOORBELL_WAIT_S)
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: wait and carry on
                 outage.wait(e)
 
-    def tick(self, last_cycle: float) -> int | None:
+    def tick(self) -> int | None:
         """Heartbeat, then a cycle if one is due: the negatives generated, or None if none was due."""
-        self.redis.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
-        paused = self.paused
-        self.redis.hset(self.keys.sleep, "paused_state", int(paused))
-        self.metrics.paused.set(int(paused))
-        return self.cycle() if self.due(last_cycle) else None
+        return self.cycle() if self.due() else None
 
     def measure_goodness(self, model, positives, labels, negatives, wrong, state) -> None:
         """Mean goodness per layer of the dreamt frames with their true labels (positive) and of
