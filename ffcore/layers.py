@@ -105,16 +105,25 @@ def _activation_derivative(kind: str, z: torch.Tensor, y: torch.Tensor) -> torch
     raise ValueError(f"no derivative for activation {kind!r}")
 
 
-def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str) -> torch.Tensor:
+def ff_dz(layer, z: torch.Tensor, y: torch.Tensor, phase: str, measure: torch.Tensor | None = None) -> torch.Tensor:
     """Closed-form derivative of each frame's FF logistic loss (paper eq. 1) with respect to the
-    pre-activations ``z`` (B, N), for one phase; summed over frames it is the layer's gradient."""
+    pre-activations ``z`` (B, N), for one phase; summed over frames it is the layer's gradient.
+    ``measure``: ``activity_measure(y)`` if the caller has it already."""
     cfg = layer.config
     if cfg.loss != "logistic":
         raise ValueError("separate positive and negative phases need the logistic (threshold) loss")
     s = goodness_sign(cfg.goodness)
     squared = cfg.goodness.endswith("ssq")
-    measure = y.square().sum(dim=1) if squared else y.abs().sum(dim=1)
+    if measure is None:
+        measure = y.square().sum(dim=1) if squared else y.abs().sum(dim=1)
     temperature = layer_temperature(cfg, layer.threshold)
+    if squared and cfg.activation == "relu":
+        # The common case in as few operations as it allows (it runs per layer per step of every
+        # stream): with p = -1 for the positive phase and +1 for the negative, the derivative
+        # below is 2 y p s sigma(p s (G - theta) / T).
+        p = -1.0 if phase == "positive" else 1.0
+        c = torch.sub(measure, layer.threshold).mul_(p * s / temperature).sigmoid_().mul_(2.0 * p * s)
+        return y * c[:, None]
     logit = s * (measure - layer.threshold) / temperature
     # positive: loss T softplus(-logit), dL/d(s G) = -sigma(-logit); negative: T softplus(logit), sigma(logit)
     dlogit = -torch.sigmoid(-logit) if phase == "positive" else torch.sigmoid(logit)

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save as st_save
 
 from ffcore.finite import all_finite
-from ffcore.goodness import goodness
+from ffcore.goodness import activity_measure, goodness_sign
 from ffcore.layers import ff_dz
 from ffcore.recurrent import RecurrentFF
 from ffcore.serial import load_tensors, metadata
@@ -160,17 +160,19 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
     (all if None) to ``grad`` (if given). Returns (new state, goodness (B, L))."""
     ys, new, good = state.activities, [], []
     for i, layer in enumerate(model.layers):
-        x_norm = layer.normalized_input(model._inputs(frames, top, ys, i))
+        x_norm = model.normalized_inputs(frames, top, ys, i)
         z = layer.linear(x_norm)
         y = layer._act(z)
+        kind = layer.config.goodness
+        measure = activity_measure(y, kind)  # the loss's and the goodness's
         if grad is not None:
-            dz = ff_dz(layer, z, y, phase)
+            dz = ff_dz(layer, z, y, phase, measure)
             if mask is None:
                 grad.add_(i, dz, x_norm)
             elif mask.any():
                 grad.add_(i, dz[mask], x_norm[mask])
         new.append(model._damp(ys[i], y))
-        good.append(goodness(y, layer.config.goodness))
+        good.append(measure if goodness_sign(kind) > 0 else -measure)
     return RecurrentState(new), torch.stack(good, dim=1)
 
 
@@ -431,7 +433,7 @@ def negative_gradient(model: RecurrentFF, frames: torch.Tensor, neg_labels: torc
     for t in range(1, iterations + 1):
         new = []
         for i, layer in enumerate(model.layers):
-            x_norm = layer.normalized_input(model._inputs(frames, top, ys, i))
+            x_norm = model.normalized_inputs(frames, top, ys, i)
             z = layer.linear(x_norm)
             y = layer._act(z)
             if t >= n_layers - i or t == iterations:

@@ -114,6 +114,10 @@ class FFRecurrentLayer(FFLinear):
 
     def normalized_input(self, x: torch.Tensor) -> torch.Tensor:
         x_below, x_above = x.split((self.below, self.above), dim=1)
+        return self.normalized_parts(x_below, x_above)
+
+    def normalized_parts(self, x_below: torch.Tensor, x_above: torch.Tensor) -> torch.Tensor:
+        """``normalized_input`` of ``[x_below, x_above]``, without joining them first."""
         kind = self.config.goodness
         return torch.cat((layer_norm(x_below, kind), layer_norm(x_above, kind)), dim=1)
 
@@ -170,9 +174,18 @@ class RecurrentFF(CenteredInput, nn.Module):
 
     # ---- dynamics ---------------------------------------------------------------------------
     def _inputs(self, frames: torch.Tensor, top: torch.Tensor, ys: list[torch.Tensor], i: int) -> torch.Tensor:
+        return torch.cat(self._input_parts(frames, top, ys, i), dim=1)
+
+    def _input_parts(self, frames: torch.Tensor, top: torch.Tensor, ys: list[torch.Tensor],
+                     i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``i``'s (bottom-up, top-down) inputs at the next iteration from activities ``ys``."""
         below = self.prepare(frames) if i == 0 else ys[i - 1]
         above = top if i == len(ys) - 1 else ys[i + 1]
-        return torch.cat((below, above), dim=1)
+        return below, above
+
+    def normalized_inputs(self, frames: torch.Tensor, top: torch.Tensor, ys: list[torch.Tensor], i: int) -> torch.Tensor:
+        """``layers[i].normalized_input(_inputs(...))``, the parts normalized before they are joined."""
+        return self.layers[i].normalized_parts(*self._input_parts(frames, top, ys, i))
 
     @torch.no_grad()
     def initial_state(self, frames: torch.Tensor) -> RecurrentState:
@@ -184,8 +197,8 @@ class RecurrentFF(CenteredInput, nn.Module):
         return RecurrentState(ys)
 
     def _damp(self, previous: torch.Tensor, computed: torch.Tensor) -> torch.Tensor:
-        d = self.config.damping
-        return d * previous + (1.0 - d) * computed
+        """``d * previous + (1 - d) * computed`` (one operation)."""
+        return torch.lerp(computed, previous, self.config.damping)
 
     @torch.no_grad()
     def step(self, frames: torch.Tensor, labels: torch.Tensor | None, state: RecurrentState):
@@ -197,7 +210,8 @@ class RecurrentFF(CenteredInput, nn.Module):
         """
         top = self.label_vector(labels, len(frames), frames.device)
         ys = state.activities
-        new = [self._damp(ys[i], layer(self._inputs(frames, top, ys, i))) for i, layer in enumerate(self.layers)]
+        new = [self._damp(ys[i], layer._act(layer.connect(self.normalized_inputs(frames, top, ys, i))))
+               for i, layer in enumerate(self.layers)]
         kind = self.config.layer.goodness
         return RecurrentState(new), torch.stack([goodness(y, kind) for y in new], dim=1)
 

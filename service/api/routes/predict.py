@@ -15,6 +15,12 @@ from service.api.schemas import PredictIn, Prediction, PredictOut, errors
 from service.api.security import API_KEY_HEADER, require_key_for_predict
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+# Work small enough to do on the event loop: a hop to the thread pool is one more wait behind
+# every ingest request queued on the loop (benchmarks/throughput.py, predict p99 under full
+# ingest), while a single frame's softmax answer or a small snapshot's load takes about a
+# millisecond. Larger work goes to the pool, so the loop never stalls on it.
+INLINE_FRAMES = 16  # frames of a softmax prediction (the goodness method always goes to the pool)
+INLINE_SNAPSHOT_BYTES = 8 * 2**20
 
 
 async def latest_model(request: Request, redis, keys):
@@ -28,7 +34,8 @@ async def latest_model(request: Request, redis, keys):
         blob = await redis.get(keys.snapshot(version))
         if blob is None:
             raise HTTPException(503, "snapshot changed while loading; retry", headers={"Retry-After": "1"})
-        cached = (version, await run_in_threadpool(from_bytes, blob))
+        model = from_bytes(blob) if len(blob) <= INLINE_SNAPSHOT_BYTES else await run_in_threadpool(from_bytes, blob)
+        cached = (version, model)
         request.app.state.snapshot = cached
     return cached
 
@@ -81,6 +88,8 @@ async def predict(request: Request, settings: SettingsDep, redis: RedisDep, keys
         if blob is None:
             raise HTTPException(404, f"stream {body.stream_id!r} has no recurrent state yet")
         state = RecurrentState.from_bytes(blob)
-    predictions = await run_in_threadpool(_predict, model, frames.astype(np.float32), state, body.method)
+    args = (model, frames.astype(np.float32), state, body.method)
+    small = body.method == "softmax" and len(frames) <= INLINE_FRAMES
+    predictions = _predict(*args) if small else await run_in_threadpool(_predict, *args)
     request.app.state.metrics.predictions.inc(len(predictions))
     return PredictOut(model_version=version, method=body.method, predictions=predictions)
