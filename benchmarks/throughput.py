@@ -2,8 +2,10 @@
 
 Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
   1. each load (``streams`` x ``frames per request``, uint8 binary bodies, one process per
-     stream posting back to back, each stream a camera that holds back while the lag is above
-     ``--max-lag``, so the lag stays bounded): frames/s applied over ``seconds``,
+     stream posting back to back over a keep-alive connection (``--client raw``: a request built
+     once, so the generator takes little of the cores it shares with the service; ``httpx``
+     costs about 1.8 ms of CPU a request), each stream a camera that holds back while the lag is
+     above ``--max-lag``, so the lag stays bounded): frames/s applied over ``seconds``,
      the lag over time, 202-to-step latency (the wake worker's queue-wait histogram), predict
      p50/p99 at 20 single-frame requests/s while the ingest runs (``--predict-via both``: each
      load twice, predictions answered by the API process, then by the predict role,

@@ -104,7 +104,7 @@ class Rhythm:
         if count_step:
             pipe.hincrby(self.keys.model, "positive_steps", 1)
         pipe.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
-                                            "sample": sample.to_bytes(), "weights": weights, "frames": frames})
+                                            "sample": sample.to_bytes(self.dream_dtype), "weights": weights, "frames": frames})
         ring_sleep(pipe, self.keys)
         pipe.execute()
 
