@@ -39,7 +39,7 @@ from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
 from ffcore.metrics import error_rate
 from ffcore.checkpoint import load_bytes_into, to_bytes
-from ffcore.online import FFGradient, OnlineLearner, ReplaySample, negative_gradient
+from ffcore.online import FFGradient, OnlineLearner, negative_gradient
 from ffcore.recurrent import RecurrentFF
 from service import model as model_io
 from service.settings import Settings
@@ -70,9 +70,8 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
                 positive, sample = learner.take_positive(), learner.take_replay()
                 if defer:  # the service's rhythm: the dream's weights look ahead, the live ones wait
                     ahead = learner.lookahead(positive)
-                    if dtype != torch.float32:  # what FFS_DREAM_DTYPE does to the weights and sample on the way
+                    if dtype != torch.float32:  # what FFS_DREAM_DTYPE does to the weights on the way
                         ahead = load_bytes_into(ahead, to_bytes(ahead, dtype))
-                        sample = ReplaySample.from_bytes(sample.to_bytes(dtype))
                 else:
                     learner.apply(positive)
                     ahead = model

@@ -220,14 +220,10 @@ class ReplaySample:
     def last(self, n: int) -> "ReplaySample":
         return ReplaySample(self.frames[-n:], self.labels[-n:], RecurrentState([y[-n:] for y in self.state.activities]))
 
-    def to_bytes(self, dtype: torch.dtype | None = None) -> bytes:
-        """safetensors bytes (never pickle). ``dtype``: frames and states rounded to it on the way
-        (bfloat16: half the bytes); :meth:`from_bytes` gives float32."""
-        def cast(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to(dtype or t.dtype).cpu().contiguous()
-
-        tensors = {"frames": cast(self.frames), "labels": self.labels.detach().cpu().contiguous()}
-        tensors.update({f"state.{i}": cast(y) for i, y in enumerate(self.state.activities)})
+    def to_bytes(self) -> bytes:
+        """safetensors bytes (never pickle)."""
+        tensors = {"frames": self.frames.detach().cpu().contiguous(), "labels": self.labels.detach().cpu().contiguous()}
+        tensors.update({f"state.{i}": y.detach().cpu().contiguous() for i, y in enumerate(self.state.activities)})
         return st_save(tensors)
 
     @classmethod
@@ -235,8 +231,8 @@ class ReplaySample:
         tensors = load_tensors(data, "replay sample",
                                lambda k: {"frames", "labels", *(f"state.{i}" for i in range(max(k - 2, 1)))})
         layers = len(tensors) - 2
-        return cls(tensors["frames"].to(device, torch.float32), tensors["labels"].to(device),
-                   RecurrentState([tensors[f"state.{i}"].to(device, torch.float32) for i in range(layers)]))
+        return cls(tensors["frames"].to(device), tensors["labels"].to(device),
+                   RecurrentState([tensors[f"state.{i}"].to(device) for i in range(layers)]))
 
 
 @dataclass

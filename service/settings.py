@@ -151,8 +151,7 @@ class Settings(BaseSettings):
     # end on 2 cores) for the same learning (benchmarks/online_recipe.py, four kinds of frames:
     # no worse than 0.02 points of float32 on any; docs/RESULTS.md).
     dream_dtype: Literal["float32", "bfloat16"] = Field(
-        "bfloat16", description="precision of a dream's weights, frames and states, and of the negative gradient "
-        "sent back")
+        "bfloat16", description="precision of the weights in a dream and of the negative gradient sent back")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -210,21 +210,3 @@ def test_a_gradient_sent_as_bfloat16_comes_back_float32_and_rounded():
     torch.testing.assert_close(back.weights[0], grad.weights[0].to(torch.bfloat16).float(), rtol=0, atol=0)
     assert not torch.equal(back.weights[0], grad.weights[0])
     assert len(grad.to_bytes(torch.bfloat16)) < len(grad.to_bytes())
-
-
-def test_a_replay_sample_sent_as_bfloat16_comes_back_float32_and_rounded():
-    from ffcore.state import RecurrentState
-
-    g = torch.Generator().manual_seed(2)
-    sample = ReplaySample(torch.rand(4, 9, generator=g), torch.tensor([0, 3, -1, 2]),
-                          RecurrentState([torch.rand(4, 5, generator=g), torch.rand(4, 3, generator=g)]))
-    back = ReplaySample.from_bytes(sample.to_bytes(torch.bfloat16))
-    assert back.frames.dtype == torch.float32 and all(y.dtype == torch.float32 for y in back.state.activities)
-    torch.testing.assert_close(back.frames, sample.frames.to(torch.bfloat16).float(), rtol=0, atol=0)
-    for got, sent in zip(back.state.activities, sample.state.activities):
-        torch.testing.assert_close(got, sent.to(torch.bfloat16).float(), rtol=0, atol=0)
-    assert torch.equal(back.labels, sample.labels)  # labels travel exactly
-    assert not torch.equal(back.frames, sample.frames)
-    assert len(sample.to_bytes(torch.bfloat16)) < len(sample.to_bytes())
-    exact = ReplaySample.from_bytes(sample.to_bytes())
-    assert torch.equal(exact.frames, sample.frames)
