@@ -14,7 +14,11 @@ Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
      full rate for up to 8 s: frames/s accepted;
   3. the model step alone, in-process: frames/s of ``OnlineLearner.learn_step`` (with the
      positive steps and the negatives of its rhythm) at the same number of streams per step.
-Writes JSON. A load is "sustained" when the lag never passed ``--max-lag`` plus one round of requests.
+Writes JSON. A load is "sustained" when the lag stayed bounded: it never passed twice ``--max-lag``
+and did not grow (its least-squares trend over the run is under 1% of the applied rate). The
+lag swings around ``--max-lag`` by a few thousand frames even so: the sources hold back on a
+reading up to 0.1 s old, each may have a request in flight, and the wake worker counts a poll
+(FFS_WAKE_READ_COUNT, 2,048 frames) as applied at once.
 
     python benchmarks/throughput.py --seconds 60 --out docs/throughput.json
 """
@@ -244,11 +248,13 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
     # frames/s applied over the middle of the run (the first and last second are ramps)
     mid = lags[1:-1] if len(lags) > 3 else lags
     rate = (mid[-1]["applied"] - mid[0]["applied"]) / (mid[-1]["t"] - mid[0]["t"]) if len(mid) > 1 else applied / elapsed
+    trend = lag_trend(lags)
     out = {"streams": streams, "frames_per_request": batch, "seconds": round(elapsed, 1), "client": client_kind,
            "predict_served_by": "the predict role" if predict_base else "the API process",
            "accepted_per_s": round(counter.value / elapsed), "applied_per_s": round(rate),
            "lag_end": lags[-1]["lag"] if lags else None, "lag_max": max((x["lag"] for x in lags), default=None),
-           "max_lag_allowed": max_lag, "sustained": bool(lags) and max(x["lag"] for x in lags) <= max_lag + streams * batch,
+           "max_lag_allowed": max_lag, "lag_trend_per_s": round(trend, 1),
+           "sustained": bool(lags) and max(x["lag"] for x in lags) <= 2 * max_lag and trend < 0.01 * rate,
            "lag_over_time": lags,
            # the learning's rhythm under this load: a positive step and its negatives, or one without
            **{k: model1[k] - model0[k] for k in ("positive_steps", "negatives_applied", "negatives_missed")},
@@ -268,6 +274,14 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
             out[f"predict_server_p{int(q * 100)}_ms_at_most"] = None if bound is None else round(1000 * bound, 1)
     client.close()
     return out
+
+
+def lag_trend(lags: list[dict]) -> float:
+    """The lag's least-squares slope over the run, in frames per second (0 with fewer than 2 readings)."""
+    if len(lags) < 2:
+        return 0.0
+    t, lag = np.array([x["t"] for x in lags], float), np.array([x["lag"] for x in lags], float)
+    return float(np.polyfit(t, lag, 1)[0])
 
 
 def wait_drained(base: str, timeout: float = 300) -> None:
@@ -365,7 +379,8 @@ def main() -> None:
             result["loads"].append(r)
             print(f"{streams} streams x {batch} frames/request, predict by {r['predict_served_by']}: "
                   f"applied {r['applied_per_s']} frames/s "
-                  f"(accepted {r['accepted_per_s']}), lag end/max {r['lag_end']}/{r['lag_max']}, "
+                  f"(accepted {r['accepted_per_s']}), lag end/max {r['lag_end']}/{r['lag_max']} (trend "
+                  f"{r['lag_trend_per_s']}/s, sustained: {r['sustained']}), "
                   f"202->step p50/p99 {r['queue_wait_p50_s']}/{r['queue_wait_p99_s']} s, predict p50/p99 "
                   f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms (in the API: at most "
                   f"{r.get('predict_server_p50_ms_at_most')}/{r.get('predict_server_p99_ms_at_most')} ms), "
