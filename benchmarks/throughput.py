@@ -14,11 +14,11 @@ Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
      full rate for up to 8 s: frames/s accepted;
   3. the model step alone, in-process: frames/s of ``OnlineLearner.learn_step`` (with the
      positive steps and the negatives of its rhythm) at the same number of streams per step.
-Writes JSON. A load is "sustained" when the lag stayed bounded: it never passed twice ``--max-lag``
-and did not grow (its least-squares trend over the run is under 1% of the applied rate). The
-lag swings around ``--max-lag`` by a few thousand frames even so: the sources hold back on a
-reading up to 0.1 s old, each may have a request in flight, and the wake worker counts a poll
-(FFS_WAKE_READ_COUNT, 2,048 frames) as applied at once.
+Writes JSON. A load is "sustained" when the lag did not grow: its least-squares trend, times the
+run's length, is less than ``--max-lag``. (The lag swings around ``--max-lag`` by a few
+thousand frames even so, more with large requests: the sources hold back on a reading up to
+0.1 s old, each may have a request in flight, and the wake worker counts a poll of
+FFS_WAKE_READ_COUNT frames as applied at once; ``lag_max`` reports the swing.)
 
     python benchmarks/throughput.py --seconds 60 --out docs/throughput.json
 """
@@ -254,7 +254,7 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
            "accepted_per_s": round(counter.value / elapsed), "applied_per_s": round(rate),
            "lag_end": lags[-1]["lag"] if lags else None, "lag_max": max((x["lag"] for x in lags), default=None),
            "max_lag_allowed": max_lag, "lag_trend_per_s": round(trend, 1),
-           "sustained": bool(lags) and max(x["lag"] for x in lags) <= 2 * max_lag and trend < 0.01 * rate,
+           "sustained": bool(lags) and trend * elapsed < max_lag,
            "lag_over_time": lags,
            # the learning's rhythm under this load: a positive step and its negatives, or one without
            **{k: model1[k] - model0[k] for k in ("positive_steps", "negatives_applied", "negatives_missed")},
