@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.api.app import create_app
 from service.codec import encode_frames
-from service.keys import WAKE_GROUP
+from service.keys import WAKE_GROUP, Keys
 from service.redis_io import FrameEntry, sync_client
 from service.wake import WakeWorker
 
@@ -126,10 +126,13 @@ def test_predict_readiness_and_model_status(client, settings):
     assert client.post("/v1/predict", json={"frames": [[0.5] * 196], "stream_id": "none"}).status_code == 404
     model = client.get("/v1/model").json()
     assert model["version"] == 1 and model["config"]["widths"] == [32, 32] and model["sleep"]["paused"] is False
-    assert client.post("/v1/sleep/pause").status_code == 200
-    assert client.get("/v1/model").json()["sleep"]["paused"] is True
-    assert client.post("/v1/sleep/resume").status_code == 200
-    assert client.post("/v1/sleep/trigger").status_code == 202
+    doorbell, store = Keys(settings.key_prefix).sleep_doorbell, sync_client(settings)
+    for path in ("/v1/sleep/pause", "/v1/sleep/resume", "/v1/sleep/trigger"):  # each rings the sleep worker
+        store.delete(doorbell)
+        assert client.post(path).status_code in (200, 202)
+        assert store.llen(doorbell) == 1
+        if path.endswith("pause"):
+            assert client.get("/v1/model").json()["sleep"]["paused"] is True
     assert client.post("/v1/checkpoint").status_code == 202
 
 

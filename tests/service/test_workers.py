@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ffcore.online import FFGradient
 from service.keys import Keys
-from service.redis_io import enqueue_frames, sync_client
+from service.redis_io import enqueue_frames, ring_sleep, sync_client
 from service.sleep import SleepWorker
 from service.wake import WakeError, WakeWorker
 
@@ -155,6 +155,43 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert wake.apply_negatives() == 0
     assert wake.counters["negatives_rejected_stale"] == 1
     assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
+
+
+def test_each_worker_is_rung_instead_of_polling(settings, sync_redis):
+    """A dream rings the sleep worker's doorbell (a list that never holds more than one ring), the
+    sleep worker's gradient rings the wake worker's (pub/sub, read from the wake worker's own
+    socket), and the wake worker reads the queue only when rung or after UNRUNG_CHECK_S."""
+    from service.sleep import DOORBELL_WAIT_S
+    from service.wake.negatives import UNRUNG_CHECK_S
+
+    keys = Keys(settings.key_prefix)
+    for seq in range(4):
+        _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll(pending=False)
+    assert sync_redis.llen(keys.sleep_doorbell) == 0
+    wake.positive_step()  # a deferred step: its dream rings
+    assert sync_redis.llen(keys.sleep_doorbell) == 1
+    sleep = SleepWorker(settings, sync_client(settings))
+    start = time.monotonic()
+    assert sync_redis.blpop([keys.sleep_doorbell], timeout=DOORBELL_WAIT_S) is not None  # what the loop waits on
+    assert time.monotonic() - start < DOORBELL_WAIT_S / 2  # rung: no wait for the timeout
+    now = time.monotonic()
+    assert wake.negatives_rang(now)  # subscribes; never read yet, so due
+    assert not wake.negatives_rang(now + UNRUNG_CHECK_S / 2)  # not rung, not due: no round trip
+    assert sleep.due() and sleep.cycle() == 4  # publishes on the wake worker's doorbell
+    deadline = time.monotonic() + 2.0
+    while not wake.negatives_rang(now + UNRUNG_CHECK_S / 2):  # rung, though not due by the clock
+        assert time.monotonic() < deadline, "the wake worker's doorbell did not ring"
+        time.sleep(0.01)
+    assert wake.apply_negatives() == 1 and wake.awaiting is None
+    assert wake.negatives_rang(now + 2 * UNRUNG_CHECK_S)  # not rung, but due: a lost ring costs 50 ms at most
+    for _ in range(3):  # rings do not pile up while the sleep worker is busy
+        pipe = sync_redis.pipeline()
+        ring_sleep(pipe, keys)
+        pipe.execute()
+    assert sync_redis.llen(keys.sleep_doorbell) == 1
 
 
 def _one_dream(settings, prefix):
