@@ -46,27 +46,49 @@ def find_redis_server() -> str:
                        "or set FFS_REDIS_URL to a running Redis")
 
 
+# The longest path a Unix socket's address holds (sun_path is 108 bytes on Linux, 104 elsewhere).
+UNIX_PATH_MAX = 100
+
+
 class EmbeddedRedis:
-    """redis-server on a free loopback port with AOF (appendfsync everysec) and noeviction:
-    an accepted frame must never be evicted to make room."""
+    """redis-server with AOF (appendfsync everysec) and noeviction (an accepted frame must never be
+    evicted to make room), private to this machine: on a Unix socket in its data folder (owner
+    only), or on a loopback TCP port when ``port`` is given. The socket by default: only its owner
+    can connect (the embedded Redis has no password, and any local user can reach a loopback
+    port), and it claims no port (a free port picked for Redis could be taken by a role started
+    next, or the other way round, which once failed a benchmark's start). Measured no faster
+    than loopback TCP (docs/RESULTS.md)."""
 
     def __init__(self, data_dir: str | Path | None = None, port: int | None = None):
-        self.port = port or free_port()
+        self.port = port
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ffs-redis-"))
         self.process: subprocess.Popen | None = None
+        self.socket_path: Path | None = None
+        if port is None:
+            path = self.data_dir.resolve() / "redis.sock"
+            if len(str(path)) > UNIX_PATH_MAX:  # too long for a socket address: a short private folder
+                path = Path(tempfile.mkdtemp(prefix="ffs-")) / "redis.sock"
+            self.socket_path = path
 
     @property
     def url(self) -> str:
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+        if self.socket_path is not None:
+            listen = ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+            client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+        else:
+            listen = ["--port", str(self.port), "--bind", "127.0.0.1"]
+            client = redis.Redis(port=self.port, socket_timeout=1)
+        cmd = [find_redis_server(), *listen, "--dir", str(self.data_dir),
                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
                "--protected-mode", "yes"]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         preexec_fn=_die_with_parent)
-        client = redis.Redis(port=self.port, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -78,7 +100,7 @@ class EmbeddedRedis:
             except redis.ConnectionError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+        raise RuntimeError(f"redis-server did not answer on {self.url} within {timeout}s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -13,7 +13,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FFS_", env_file=".env", extra="forbid")
 
     # --- Redis: unset means "start a private redis-server" (ffstream up) ---
-    redis_url: str | None = Field(None, description="redis://host:port/db; unset: embedded private redis-server")
+    redis_url: str | None = Field(None, description="redis://host:port/db or unix:///path?db=0; unset: embedded private redis-server")
     redis_socket_timeout_s: float = Field(10.0, gt=0, description="must exceed every blocking read below")
     redis_max_connections: int = Field(64, ge=2, description="the API's pool (per API worker): requests beyond it wait")
     redis_pool_timeout_s: float = Field(5.0, gt=0, description="how long a request waits for a pooled connection (then 503)")
