@@ -191,14 +191,16 @@ def correct(model, frame: torch.Tensor, label: int, state=None, margin: float = 
       learning one.
 
     ``state``: the stream's context (one row) to settle from; None: a bottom-up pass.
-    ``ff_layers=False``: only the readout (FF layers frozen). Returns the labels each classifier
-    gave before, the fast steps taken and their layers' eps (None: not separable)."""
+    ``ff_layers=False``: only the readout (FF layers frozen), and the goodness classifier is not
+    run (``goodness_before`` is None). Returns the labels each classifier gave before, the fast
+    steps taken and their layers' eps (None: not separable)."""
     x = frame.reshape(1, -1)
     c = model.config.num_classes
     if not 0 <= label < c:
         raise ValueError(f"label {label} is not one of the model's {c} classes")
-    scores = model.label_goodness(x, state)[0]  # (C,) signed goodness averaged over the window
-    goodness_before = int(scores.argmax())
+    # (C,) signed goodness averaged over the window: a pass per label, only when the FF layers learn
+    scores = model.label_goodness(x, state)[0] if ff_layers else None
+    goodness_before = int(scores.argmax()) if ff_layers else None
     softmax_before = int(model.predict_fast(x)[0].argmax())
     epsilons, boost = [], 1.0
     while ff_layers and len(epsilons) < max_steps and int(scores.argmax()) != label:

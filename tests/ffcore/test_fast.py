@@ -123,3 +123,10 @@ def test_a_correction_makes_both_classifiers_answer_the_label_and_leaves_the_oth
         assert (model.predict(test_x, method) == test_y).float().mean() >= before - 0.03, method
     with pytest.raises(ValueError, match="not one of the model's 10 classes"):
         correct(model, test_x[0], 10)
+    # the readout alone: the FF layers stay bit-identical and the goodness classifier is not run
+    frozen = [p.detach().clone() for p in model.layers.parameters()]
+    j = int(wrong[-1])
+    report = correct(model, test_x[j], int(test_y[j]), ff_layers=False)
+    assert report["goodness_before"] is None and report["fast_steps"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model.layers.parameters()))
+    assert int(model.predict(test_x[j : j + 1], "softmax")) == int(test_y[j])
