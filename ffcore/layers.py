@@ -378,14 +378,19 @@ class FFLinear(FFLayer):
     def weight_gradient(self, dz: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
         return self.restrict(super().weight_gradient(dz, x_norm))
 
-    def connect(self, x_normalized: torch.Tensor) -> torch.Tensor:
+    def connect(self, x_normalized: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+        """Pre-activations of normalized inputs; ``columns``: the inputs are only the first
+        ``columns`` of the layer's (the rest are zero), so the product skips the others."""
+        w, b = self.linear.weight, self.linear.bias
         if self.config.matmul_dtype == "bfloat16":  # bf16 products (AVX-512 BF16, tensor cores), fp32 master weights
-            if torch.is_grad_enabled() and self.linear.weight.requires_grad:  # the autograd path: cast in the graph
-                w, b = self.linear.weight.to(torch.bfloat16), self.linear.bias.to(torch.bfloat16)
+            if torch.is_grad_enabled() and w.requires_grad:  # the autograd path: cast in the graph
+                w, b = w.to(torch.bfloat16), b.to(torch.bfloat16)
             else:
                 w, b = self._bf16_weights()
-            return F.linear(x_normalized.to(torch.bfloat16), w, b).float()
-        return self.linear(x_normalized)
+            return F.linear(x_normalized.to(torch.bfloat16), w if columns is None else w[:, :columns], b).float()
+        if columns is None:
+            return self.linear(x_normalized)
+        return F.linear(x_normalized, w[:, :columns], b)
 
     # ---- a first layer whose input starts with a label (supervised FF, paper 3.3) ----------------
     # Its neutral, positive and negative inputs differ only in the first C entries, so the

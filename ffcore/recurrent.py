@@ -125,13 +125,7 @@ class FFRecurrentLayer(FFLinear):
         """``forward`` with nothing above yet: the top-down part of the input is zero, and so is its
         normalized direction, so only the bottom-up columns of the weights take part (the same
         activities as ``forward([x_below, 0])`` without the product with the zeros)."""
-        x = layer_norm(x_below, self.config.goodness)
-        w, b = self.linear.weight, self.linear.bias
-        if self.config.matmul_dtype == "bfloat16":  # as ``connect`` has it
-            grad = torch.is_grad_enabled() and w.requires_grad
-            w, b = (w.to(torch.bfloat16), b.to(torch.bfloat16)) if grad else self._bf16_weights()
-            return self._act(F.linear(x.to(torch.bfloat16), w[:, : self.below], b).float())
-        return self._act(F.linear(x, w[:, : self.below], b))
+        return self._act(self.connect(layer_norm(x_below, self.config.goodness), columns=self.below))
 
 
 class RecurrentFF(CenteredInput, nn.Module):
