@@ -50,6 +50,12 @@ def find_redis_server() -> str:
 UNIX_PATH_MAX = 100
 
 
+# Dreams and negative updates go by pub/sub, a message each (megabytes for large nets): Redis's
+# default closes a subscriber with more than 32 MB waiting. Ours read between steps and never
+# have more than a few messages in flight, so the limit goes (docker-compose.yml does the same).
+PUBSUB_LIMIT = ["--client-output-buffer-limit", "pubsub", "0", "0", "0"]
+
+
 class EmbeddedRedis:
     """redis-server with AOF (appendfsync everysec) and noeviction (an accepted frame must never be
     evicted to make room), private to this machine: on a Unix socket in its data folder (owner
@@ -86,7 +92,7 @@ class EmbeddedRedis:
             client = redis.Redis(port=self.port, socket_timeout=1)
         cmd = [find_redis_server(), *listen, "--dir", str(self.data_dir),
                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
-               "--protected-mode", "yes"]
+               "--protected-mode", "yes", *PUBSUB_LIMIT]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout

@@ -17,11 +17,19 @@ class Keys:
         return f"{self.prefix}:frames:{self.shard}"
 
     @property
-    def dream(self) -> str:  # hash: version, sample, weights (the last positive step, for sleep)
+    def dream(self) -> str:  # hash: id, version, frames of the last dream (its bytes go on ``dreams``)
         return f"{self.prefix}:dream:{self.shard}"
 
+    # The two pub/sub channels carry the wake/sleep traffic: a dream and its negative update are
+    # megabytes per positive step, needed once, by a process that is listening. On a channel they
+    # are never written to Redis's append-only file (a stored copy of each made Redis write and
+    # rewrite ~60 MB/s at 5,000 frames/s: a quarter of the service's throughput on 2 cores).
     @property
-    def negatives(self) -> str:  # Redis Stream of negative-phase gradients, sleep -> wake
+    def dreams(self) -> str:  # pub/sub, wake -> sleep: dreams (service.redis_io.Dream), and rings
+        return f"{self.prefix}:dreams:{self.shard}"  # (empty messages: look at pause and trigger)
+
+    @property
+    def negatives(self) -> str:  # pub/sub, sleep -> wake: negative updates (service.redis_io.NegativeUpdate)
         return f"{self.prefix}:negatives"
 
     @property
@@ -42,14 +50,6 @@ class Keys:
     @property
     def sleep_trigger(self) -> str:
         return f"{self.prefix}:sleep:trigger"
-
-    @property
-    def sleep_doorbell(self) -> str:  # list of at most one entry, pushed with every dream, pause,
-        return f"{self.prefix}:sleep:doorbell"  # resume and trigger: the sleep worker waits on it (BLPOP)
-
-    @property
-    def negatives_doorbell(self) -> str:  # pub/sub channel: a negative update is on the queue
-        return f"{self.prefix}:negatives:doorbell"
 
     @property
     def checkpoint_request(self) -> str:

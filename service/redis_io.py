@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 import time
 from dataclasses import dataclass
 
@@ -87,11 +89,126 @@ def queue_lag(received, applied, duplicate) -> int:
 
 
 def ring_sleep(pipe, keys) -> None:
-    """Queue on ``pipe`` the ring of the sleep worker's doorbell (a dream, a pause, a resume or a
-    trigger to look at): a list that holds at most one entry, so a ring is never lost while the
-    worker is busy and never piles up. The worker waits on it with BLPOP instead of polling."""
-    pipe.lpush(keys.sleep_doorbell, 1)
-    pipe.ltrim(keys.sleep_doorbell, 0, 0)
+    """Queue on ``pipe`` the ring of the sleep worker (a pause, a resume or a trigger to look at):
+    an empty message on its channel. A ring published while it is not listening (restarting) is
+    lost, and costs nothing: it reads the pause and trigger state when it starts and every
+    ``service.sleep.DOORBELL_WAIT_S``."""
+    pipe.publish(keys.dreams, b"")
+
+
+# A message on the wake/sleep channels: a little-endian uint32 length, a JSON header with the
+# message's fields and the sizes of its blobs, then the blobs (safetensors bytes; never pickle).
+_LENGTH = struct.Struct("<I")
+_MAX_HEADER = 4096
+
+
+def pack_message(header: dict, *blobs: bytes) -> bytes:
+    head = json.dumps({**header, "sizes": [len(b) for b in blobs]}).encode()
+    return b"".join((_LENGTH.pack(len(head)), head, *blobs))
+
+
+def unpack_message(data: bytes, fields: tuple[str, ...], blobs: int) -> tuple[dict, list[bytes]]:
+    """The header (with integer ``fields``) and the ``blobs`` of a :func:`pack_message`; ValueError
+    says what is wrong with a message that is not one."""
+    if not isinstance(data, bytes) or len(data) < _LENGTH.size:
+        raise ValueError("not a message: too short")
+    (n,) = _LENGTH.unpack_from(data)
+    if n > _MAX_HEADER or _LENGTH.size + n > len(data):
+        raise ValueError(f"not a message: header of {n} bytes")
+    try:
+        header = json.loads(data[_LENGTH.size : _LENGTH.size + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a message: header is not JSON ({e})") from None
+    sizes = header.get("sizes") if isinstance(header, dict) else None
+    if not (isinstance(sizes, list) and len(sizes) == blobs and all(isinstance(k, int) and k >= 0 for k in sizes)):
+        raise ValueError(f"not a message: expected sizes of {blobs} blobs, got {sizes!r}")
+    if _LENGTH.size + n + sum(sizes) != len(data):
+        raise ValueError(f"message of {len(data)} bytes does not match its header ({n} + {sum(sizes)} bytes)")
+    for field in fields:
+        if not isinstance(header.get(field), int) or isinstance(header.get(field), bool):
+            raise ValueError(f"message field {field!r} must be a whole number, got {header.get(field)!r}")
+    out, at = [], _LENGTH.size + n
+    for k in sizes:
+        out.append(data[at : at + k])
+        at += k
+    return header, out
+
+
+@dataclass
+class Dream:
+    """What the wake worker asks of the sleep worker for one positive step (on ``keys.dreams``):
+    the replay sample (``ffcore.online.ReplaySample`` bytes) and the weights the step makes
+    (``ffcore.checkpoint.to_bytes``), for the ``frames`` frames the step covers."""
+
+    id: int
+    version: int  # of the last published snapshot, for the record
+    frames: int
+    sample: bytes
+    weights: bytes
+
+    def to_bytes(self) -> bytes:
+        return pack_message({"id": self.id, "version": self.version, "frames": self.frames}, self.sample, self.weights)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Dream:
+        header, (sample, weights) = unpack_message(data, ("id", "version", "frames"), 2)
+        return cls(header["id"], header["version"], header["frames"], sample, weights)
+
+
+@dataclass
+class NegativeUpdate:
+    """The sleep worker's answer to dream ``dream`` (on ``keys.negatives``): the negative phase's
+    gradient (``ffcore.online.FFGradient`` bytes) over ``n`` negative frames."""
+
+    dream: int
+    version: int
+    n: int
+    gradient: bytes
+
+    def to_bytes(self) -> bytes:
+        return pack_message({"dream": self.dream, "version": self.version, "n": self.n}, self.gradient)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NegativeUpdate:
+        header, (gradient,) = unpack_message(data, ("dream", "version", "n"), 1)
+        return cls(header["dream"], header["version"], header["n"], gradient)
+
+
+def _as_is(response):
+    return response
+
+
+def subscribe(client: redis.Redis, channel: str):
+    """A pub/sub subscription of ``client`` to ``channel``, whose messages are handed on as they
+    are: redis-py's default push handler builds a debug line of each one (``str()`` of a
+    megabyte dream, logged or not), which took a third of the sleep worker's time."""
+    subscription = client.pubsub(push_handler_func=_as_is)
+    subscription.subscribe(channel)
+    return subscription
+
+
+def receive(subscription, timeout: float) -> list[bytes]:
+    """The data of the messages waiting on a pub/sub ``subscription``, waiting up to ``timeout``
+    seconds for the first (0: only those already in this process's socket, no round trip).
+
+    A message that has begun to arrive is read whole: redis-py's ``get_message(timeout=t)`` reads
+    the rest of a message with that same timeout, so a dream of a megabyte caught half-way raised
+    a TimeoutError with ``t = 0``, and the retry dropped the connection and the message with it."""
+    out, deadline = [], time.monotonic() + timeout
+    while True:
+        wait = 0.0 if out else max(deadline - time.monotonic(), 0.0)
+        try:
+            ready = subscription.connection.can_read(timeout=wait)
+        except REDIS_ERRORS:
+            # A closed socket stays in the connection until it is dropped: the next call
+            # reconnects, and the subscription's connect callback subscribes again.
+            subscription.connection.disconnect()
+            raise
+        if not ready:
+            return out
+        message = subscription.get_message(timeout=None)  # data is there: blocks only for the rest of it
+        if message is not None and message["type"] == "message":
+            out.append(message["data"])
 
 
 def entry_id_order(entry_id: bytes | str) -> tuple[int, int]:

@@ -1,10 +1,10 @@
-"""The sleep worker: answers each "dream" the wake worker publishes (a sample of the frames its
-last positive step learned from, with labels and stream states, and the weights that step makes)
-with the negative phase computed on those weights: negative data (supervised: wrong labels drawn
-from those weights' own predictions; unsupervised: hybrid frames, two replayed frames mixed
-through a blurred mask) run from each frame's own context, and the FF-loss gradient, tagged with
-the dream's id, goes onto a Redis queue for the wake worker. Its work is proportional to the
-frames it dreams. It can be paused, to watch "sleep deprivation" in the metrics."""
+"""The sleep worker: answers each "dream" the wake worker publishes on ``keys.dreams`` (a sample of
+the frames its last positive step learned from, with labels and stream states, and the weights
+that step makes) with the negative phase computed on those weights: negative data (supervised:
+wrong labels drawn from those weights' own predictions; unsupervised: hybrid frames, two
+replayed frames mixed through a blurred mask) run from each frame's own context, and the FF-loss
+gradient, tagged with the dream's id, goes back on ``keys.negatives``. Its work is proportional
+to the frames it dreams. It can be paused, to watch "sleep deprivation" in the metrics."""
 
 from __future__ import annotations
 
@@ -20,15 +20,13 @@ from ffcore.online import ReplaySample, negative_gradient
 from service import model as model_io
 from service.keys import Keys
 from service.metrics import SleepMetrics, serve
-from service.redis_io import REDIS_ERRORS, RedisOutage
+from service.redis_io import REDIS_ERRORS, Dream, NegativeUpdate, RedisOutage, receive, subscribe
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-# The wake worker trims what it consumed and publishes one dream per positive step, so the
-# queue holds a few updates; this cap bounds it anyway.
-NEGATIVES_MAXLEN = 100
-# The longest wait on the doorbell (``service.redis_io.ring_sleep``): every dream, pause, resume
-# and trigger rings it, so this only paces the heartbeat of an idle worker (and a stop).
+# The longest wait on the channel: every dream, pause, resume and trigger arrives on it
+# (``service.redis_io.ring_sleep``), so this only paces the heartbeat of an idle worker, a stop,
+# and how late a ring lost while reconnecting is made up for.
 DOORBELL_WAIT_S = 0.5
 
 
@@ -43,31 +41,53 @@ class SleepWorker:
         self.dreamt = 0  # id of the last dream answered
         self._measured = 0.0  # when the goodness gauges were last measured
         self.model = None  # the weights being dreamt with, reloaded in place for each dream
+        self.subscription = None  # to the wake worker's dreams (``listen``)
+        self.latest: bytes | None = None  # the newest dream received (answered once, or on a trigger)
+        self.latest_id = 0
         self.metrics = SleepMetrics()
         self.dream_dtype = model_io.DREAM_DTYPES[settings.dream_dtype]  # of the gradients sent back
 
     def stop(self, *_) -> None:
         self.running = False
 
+    def listen(self) -> None:
+        """Subscribe to the dreams: before anything else, since a dream published while nobody
+        listens is gone (the wake worker then steps without negatives)."""
+        if self.subscription is None:
+            self.subscription = subscribe(self.redis, self.keys.dreams)
+
+    def receive(self, timeout: float = 0.0) -> int:
+        """Take the messages on the channel (waiting up to ``timeout`` seconds for the first);
+        the newest dream among them is the one to answer. Returns the messages taken."""
+        self.listen()
+        messages = receive(self.subscription, timeout)
+        for data in messages:
+            if data:  # empty: a ring (pause, resume, trigger), read in ``due``
+                try:
+                    self.latest_id = Dream.from_bytes(data).id
+                except ValueError as e:
+                    log.warning("ignored a dream that cannot be read: %s", e)
+                    continue
+                self.latest = data
+        return len(messages)
+
     def due(self) -> bool:
         """A new dream to answer (not while paused), or a trigger (answers the latest even if
-        paused). One round trip, with the heartbeat: the worker asks this after every doorbell."""
+        paused). One round trip, with the heartbeat: the worker asks this after every message."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self.keys.heartbeat("sleep"), time.time(), px=int(self.settings.heartbeat_ttl_s * 1000))
         pipe.hget(self.keys.sleep, "paused")
         pipe.getdel(self.keys.sleep_trigger)
-        pipe.hget(self.keys.dream, "id")
-        _, paused, trigger, latest = pipe.execute()
+        _, paused, trigger = pipe.execute()
         paused = paused == b"1"
         self.metrics.paused.set(int(paused))
         if trigger is not None:
             self.dreamt = 0
-            return True
+            return self.latest is not None
         # Paused: the wake worker's positive steps go ahead without negatives after
         # negative_wait_s ("sleep deprivation"); resuming answers only the newest dream.
         # "Different", not "newer": a wake worker that starts on an empty Redis counts from 1 again.
-        latest = int(latest or 0)
-        return not paused and latest != 0 and latest != self.dreamt
+        return not paused and self.latest is not None and self.latest_id != self.dreamt
 
     def warm_up(self) -> None:
         """One dream on random frames before the first real one: torch's first calls take about a
@@ -85,18 +105,25 @@ class SleepWorker:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
-        self.warm_up()
         outage = RedisOutage("sleep")
+        while self.running and self.subscription is None:
+            try:
+                self.listen()
+            except REDIS_ERRORS as e:
+                outage.wait(e)
+        self.warm_up()
         while self.running:
             try:
-                if not self.tick():  # nothing answered: wait for the doorbell, not a timer
-                    self.redis.blpop([self.keys.sleep_doorbell], timeout=DOORBELL_WAIT_S)
+                if not self.tick():  # nothing answered: wait for a message, not a timer
+                    self.receive(DOORBELL_WAIT_S)
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: wait and carry on
                 outage.wait(e)
 
     def tick(self) -> int | None:
-        """Heartbeat, then a cycle if one is due: the negatives generated, or None if none was due."""
+        """The messages waiting, the heartbeat, then a cycle if one is due: the negatives
+        generated, or None if none was due."""
+        self.receive()
         return self.cycle() if self.due() else None
 
     def measure_goodness(self, model, positives, labels, negatives, wrong, state) -> None:
@@ -115,14 +142,18 @@ class SleepWorker:
     def cycle(self) -> int:
         """Answer the latest dream. Returns the number of negative examples generated (0 if none)."""
         start = time.perf_counter()
-        dream, version, blob, weights = self.redis.hmget(self.keys.dream, ["id", "version", "sample", "weights"])
-        if dream is None or blob is None or weights is None:
+        if self.latest is None:
             return 0
-        dream, version = int(dream), int(version or 0)
+        message = Dream.from_bytes(self.latest)  # read when received
+        dream, version = message.id, message.version
         self.dreamt = dream
         # (The wake worker dreams only with finite weights, and checks the gradient that comes back.)
-        model = self.model = load_bytes_into(self.model, weights)
-        sample = ReplaySample.from_bytes(blob)
+        try:
+            model = self.model = load_bytes_into(self.model, message.weights)
+            sample = ReplaySample.from_bytes(message.sample)
+        except ValueError as e:
+            log.warning("ignored dream %d: %s", dream, e)
+            return 0
         frames, labels = sample.frames, sample.labels
         if self.settings.mode == "unsupervised":  # neutral label on top; the negatives are hybrid frames
             if len(frames) < 2:
@@ -137,13 +168,11 @@ class SleepWorker:
             self._measured = time.monotonic()
             self.measure_goodness(model, frames, positive_labels, negatives, wrong, sample.state)
         grad = negative_gradient(model, negatives, wrong, self.settings.sleep_iterations, sample.state)
-        payload = {"dream": dream, "version": version, "gradient": grad.to_bytes(self.dream_dtype), "n": grad.count}
+        update = NegativeUpdate(dream, version, grad.count, grad.to_bytes(self.dream_dtype))
         seconds = time.perf_counter() - start
-        # One round trip: the update, the wake worker's doorbell (it checks for the update without
-        # asking Redis until it rings), and the counts.
+        # One round trip: the update (the wake worker reads it from its own socket) and the counts.
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.keys.negatives, payload, maxlen=NEGATIVES_MAXLEN, approximate=True)
-        pipe.publish(self.keys.negatives_doorbell, dream)
+        pipe.publish(self.keys.negatives, update.to_bytes())
         pipe.hincrby(self.keys.sleep, "cycles", 1)
         pipe.hincrby(self.keys.sleep, "negatives_generated", len(frames))
         pipe.hset(self.keys.sleep, mapping={"last_cycle_time": time.time(), "last_cycle_seconds": seconds,

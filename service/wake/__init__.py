@@ -2,11 +2,12 @@
 positive phase from every frame, and applies the sleep worker's negative phase between steps.
 
 Learning goes through ``ffcore.online``: each frame's positive gradient is accumulated; every
-``wake_window`` frames (or ``wake_window_s`` seconds) the sum is applied as one step, published
-as a snapshot together with a "dream" (a sample of those frames with their labels and stream
-states), and the next positive step waits until the sleep worker's negative phase for that dream
-has been applied (at most ``negative_wait_s``): the two phases alternate, as in the interleaved
-trainer.
+``wake_window`` frames (or ``wake_window_s`` seconds) the sum becomes a *deferred* step. The
+sleep worker gets a "dream" on a pub/sub channel (a sample of those frames with their labels
+and stream states, and the weights the step would make); the live weights take the positive
+and the negative step together when the negative update comes back on the other channel (at
+most ``negative_wait_s`` later; at once when no sleep worker is listening). The two phases
+alternate, as in the interleaved trainer.
 
 Frames come from a Redis Stream through a consumer group. Each step advances every stream that
 has a pending frame by exactly one frame, so per-stream order holds while many streams share one

@@ -54,7 +54,6 @@ class Checkpoints:
         self.set_model(model)
         self.version = int(progress["version"])
         self.frames_seen = int(progress["frames_seen"])
-        self.negatives_cursor = progress["negatives_cursor"]
         self.applied = {k: int(v) for k, v in progress["applied"].items()}
         self.last_ids = dict(progress["last_ids"])
         self.last_seqs = {k: int(v) for k, v in progress.get("last_seqs", {}).items()}
@@ -117,7 +116,7 @@ class Checkpoints:
 
     def _write_checkpoint(self, tmp: Path, name: str) -> None:
         save_checkpoint(self.model, tmp / "model")
-        progress = {"version": self.version, "frames_seen": self.frames_seen, "negatives_cursor": self.negatives_cursor,
+        progress = {"version": self.version, "frames_seen": self.frames_seen,
                     "applied": self.applied, "last_ids": self.last_ids, "last_seqs": self.last_seqs,
                     "duplicates": self.duplicates}
         (tmp / "progress.json").write_text(json.dumps(progress))

@@ -1,55 +1,44 @@
-"""The negative phase, as it comes back from the sleep worker: checked (age, shape, finite, size)
-and applied through the same update rule as the positive phase, right after the deferred positive
-step it answers; the next scheduled snapshot serves both."""
+"""The negative phase, as it comes back from the sleep worker (a message on the ``keys.negatives``
+channel, read from this process's own socket): checked (age, shape, finite, size) and applied
+through the same update rule as the positive phase, right after the deferred positive step it
+answers; the next scheduled snapshot serves both."""
 
 from __future__ import annotations
 
 import logging
 
 from ffcore.online import FFGradient
+from service.redis_io import NegativeUpdate, receive, subscribe
 
 log = logging.getLogger("service.wake")
-
-
-# How often the queue is read while a step waits for its negatives although the doorbell has not
-# rung (a ring is lost while the doorbell's connection reconnects).
-UNRUNG_CHECK_S = 0.05
 
 
 class Negatives:
     """Mixed into :class:`service.wake.worker.WakeWorker`."""
 
-    def negatives_rang(self, now: float) -> bool:
-        """Whether the queue is worth reading: the sleep worker rang the doorbell (it publishes on
-        ``keys.negatives_doorbell`` with every update) or ``UNRUNG_CHECK_S`` passed. Looking for a
-        ring reads this process's own socket, without a round trip through Redis: the wake worker
-        looks after every step while it waits."""
-        rang = False
-        if self.doorbell is None:
-            self.doorbell = self.redis.pubsub(ignore_subscribe_messages=True)
-            self.doorbell.subscribe(self.keys.negatives_doorbell)
-        while self.doorbell.get_message(timeout=0.0) is not None:
-            rang = True
-        if rang or now - self._negatives_checked >= UNRUNG_CHECK_S:
-            self._negatives_checked = now
-            return True
-        return False
+    def listen_negatives(self) -> None:
+        """Subscribe to the sleep worker's negative updates: before the first dream, since a
+        message published while nobody listens is gone."""
+        if self.subscription is None:
+            self.subscription = subscribe(self.redis, self.keys.negatives)
 
-    def apply_negatives(self) -> int:
-        """Apply the negative-phase gradients the sleep worker sent, through the same optimizer as
-        the positive phase; refuse stale, invalid and exploding ones (counted)."""
-        reply = self.redis.xread({self.keys.negatives: self.negatives_cursor}, count=16)
-        entries = reply[0][1] if reply else []
-        if not entries:
+    def apply_negatives(self, timeout: float = 0.0) -> int:
+        """Apply the negative-phase gradients the sleep worker sent (those already in this
+        process's socket, or that arrive within ``timeout`` seconds), through the same optimizer
+        as the positive phase; refuse stale, invalid and exploding ones (counted)."""
+        self.listen_negatives()
+        messages = receive(self.subscription, timeout)
+        if not messages:
             return 0
         applied = 0
-        pipe = self.redis.pipeline(transaction=False)  # the counts and the trim: one round trip
-        for eid, fields in entries:
-            self.negatives_cursor = eid.decode() if isinstance(eid, bytes) else eid
-            if b"dream" not in fields:
-                self._refuse_negative(pipe, "invalid", "no dream id")
+        pipe = self.redis.pipeline(transaction=False)  # the counts: one round trip
+        for data in messages:
+            try:
+                update = NegativeUpdate.from_bytes(data)
+            except ValueError as e:
+                self._refuse_negative(pipe, "invalid", str(e))
                 continue
-            dream = int(fields[b"dream"])
+            dream = update.dream
             answered = self.awaiting is not None and dream >= self.awaiting.dream
             if answered:  # applied or refused, the deferred positive step goes in now
                 self.release_positive(publish=False)
@@ -60,7 +49,7 @@ class Negatives:
                 pipe.hincrby(self.keys.model, "negatives_rejected_stale", 1)
                 continue
             try:
-                grad = FFGradient.from_bytes(fields[b"gradient"], self.device)
+                grad = FFGradient.from_bytes(update.gradient, self.device)
                 if not grad.is_finite():
                     raise ValueError("non-finite values")
                 if len(grad.weights) != len(self.model.layers) or any(
@@ -69,11 +58,11 @@ class Negatives:
                 ratio = max(self.learner.step_ratio(grad))
                 if ratio > self.settings.max_delta_ratio:
                     self._refuse_negative(pipe, "exploding", f"changes a layer by {ratio:.3g} of its norm "
-                                                       f"(limit {self.settings.max_delta_ratio})")
+                                                       f"(limit {self.settings.max_delta_ratio})", dream)
                     continue
                 self.learner.apply(grad)
             except ValueError as e:
-                self._refuse_negative(pipe, "invalid", str(e))
+                self._refuse_negative(pipe, "invalid", str(e), dream)
                 continue
             applied += 1
             # Served by the next scheduled snapshot, the positive and negative phases together.
@@ -81,13 +70,11 @@ class Negatives:
             self.counters["negatives_applied"] += 1
             self.metrics.negatives_applied.inc()
             pipe.hincrby(self.keys.model, "negatives_applied", 1)
-        # consumed (one wake worker): keep the queue from holding every update ever sent
-        pipe.xtrim(self.keys.negatives, minid=self.negatives_cursor)
         pipe.execute()
         return applied
 
-    def _refuse_negative(self, pipe, reason: str, why: str) -> None:
-        log.warning("refused negative update %s: %s", self.negatives_cursor, why)
+    def _refuse_negative(self, pipe, reason: str, why: str, dream: int | None = None) -> None:
+        log.warning("refused negative update%s: %s", "" if dream is None else f" for dream {dream}", why)
         self.counters[f"negatives_rejected_{reason}"] = self.counters.get(f"negatives_rejected_{reason}", 0) + 1
         self.metrics.negatives_rejected.labels(reason).inc()
         pipe.hincrby(self.keys.model, f"negatives_rejected_{reason}", 1)

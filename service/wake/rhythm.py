@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ffcore.checkpoint import to_bytes
 from ffcore.online import FFGradient
-from service.redis_io import ring_sleep
+from service.redis_io import Dream
 
 log = logging.getLogger("service.wake")
 
@@ -50,8 +50,8 @@ class Rhythm:
             return False
         if now - self._last_positive_step < self.settings.wake_step_interval_s:
             return False
-        if self.awaiting is not None and self.negatives_rang(now):
-            self.apply_negatives()
+        if self.awaiting is not None:
+            self.apply_negatives()  # those already in this process's socket: no round trip
         if self.awaiting is not None:
             if now - self.awaiting.since < self.settings.negative_wait_s:
                 return False  # frames keep accumulating: the next step covers them all
@@ -94,10 +94,11 @@ class Rhythm:
     def _dream(self, sample, weights: bytes, frames: int, positive: FFGradient | None,
                count_step: bool = False) -> None:
         """Ask the sleep worker for the negative phase of ``sample`` on ``weights`` (a snapshot's
-        bytes). The step is awaited before the dream is written: if Redis refuses the write, the
-        deferred positive step is applied alone after ``negative_wait_s`` instead of being lost.
-        Dreams have their own ids, not snapshot versions, so a step need not publish a snapshot:
-        predict's snapshots follow their own schedule (``housekeeping``)."""
+        bytes), on its pub/sub channel. The step is awaited before the dream is sent: if Redis
+        refuses, the deferred positive step is applied alone after ``negative_wait_s`` instead of
+        being lost; if no sleep worker is listening (stopped, restarting), at once. Dreams have
+        their own ids, not snapshot versions, so a step need not publish a snapshot: predict's
+        snapshots follow their own schedule (``housekeeping``)."""
         self.dream_id += 1
         self.awaiting = Awaited(self.dream_id, time.monotonic(), positive)
         pipe = self.redis.pipeline(transaction=False)  # one round trip per step (``count_step``: its count too)
@@ -106,10 +107,21 @@ class Rhythm:
         # The sample travels in float32 whatever FFS_DREAM_DTYPE says: rounded to bfloat16, its
         # frames (or even its states alone) learned worse in-process on low-contrast and sparse
         # frames (docs/RESULTS.md), for 5-15% fewer bytes a step.
-        pipe.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version,
-                                            "sample": sample.to_bytes(), "weights": weights, "frames": frames})
-        ring_sleep(pipe, self.keys)
-        pipe.execute()
+        pipe.hset(self.keys.dream, mapping={"id": self.dream_id, "version": self.version, "frames": frames})
+        pipe.publish(self.keys.dreams, Dream(self.dream_id, self.version, frames, sample.to_bytes(), weights).to_bytes())
+        listeners = pipe.execute()[-1]
+        if listeners:
+            if self._sleep_unheard:
+                log.info("a sleep worker listens again: positive steps wait for their negatives")
+            self._sleep_unheard = False
+            return
+        if not self._sleep_unheard:  # said once, until one listens again
+            log.warning("no sleep worker is listening for dreams: positive steps go ahead without negatives")
+        self._sleep_unheard = True
+        self.metrics.negatives_missed.inc()
+        self.redis.hincrby(self.keys.model, "negatives_missed", 1)
+        self.release_positive()
+        self.awaiting = None
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""

@@ -45,7 +45,6 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.dream_dtype = model_io.DREAM_DTYPES[settings.dream_dtype]
         self.frames_seen = 0
         self.streams = StreamTable()
-        self.negatives_cursor = "0-0"
         self.applied: dict[str, int] = {}  # frames applied per stream (all time), checkpointed
         self.last_ids: dict[str, str] = {}  # newest applied entry id per stream, checkpointed
         self.last_seqs: dict[str, int] = {}  # newest applied client seq per stream, checkpointed
@@ -66,8 +65,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self._last_metrics = 0.0
         self._window_started: float | None = None  # when the positive accumulator got its first frame
         self.awaiting: Awaited | None = None  # the dream whose negatives are not back yet
-        self._negatives_checked = 0.0  # when the queue was last read while a step waited
-        self.doorbell = None  # the negatives doorbell's subscription (``negatives_rang``), made when first needed
+        self.subscription = None  # to the sleep worker's negative updates (``listen_negatives``)
+        self._sleep_unheard = False  # the last dream found no sleep worker listening
         self._last_positive_step = 0.0
         self._frames_per_entry = 1.0  # running mean: how many entries make wake_read_count frames
         self.running = True
@@ -92,6 +91,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.redis.hset(self.keys.model, mapping={"config": config, "device": str(self.device)})
         # Dream ids go on from the last one sent, so the sleep worker sees the next as new.
         self.dream_id = int(self.redis.hget(self.keys.dream, "id") or 0)
+        self.listen_negatives()
         self.publish()
 
     def stop(self, *_) -> None:
@@ -110,8 +110,8 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: keep the weights, wait, carry on
                 outage.wait(e)
-        if self.doorbell is not None:
-            self.doorbell.close()
+        if self.subscription is not None:
+            self.subscription.close()
         if not self.checkpoint():
             raise WakeError(f"{self.checkpoint_error}: the frames applied since the last checkpoint will be "
                             "delivered again when the worker restarts")
@@ -384,10 +384,9 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self._last_good = to_bytes(self.model)
         model_io.publish_snapshot(self.redis, self.keys, self._last_good, self.version, self.settings.snapshots_kept)
         pipe = self.redis.pipeline(transaction=False)
-        # The last negative update these weights include: the sleep worker waits for its own.
         now = time.time()
         pipe.hset(self.keys.model, mapping={"version": self.version, "frames_seen": self.frames_seen,
-                                            "snapshot_time": now, "negatives_cursor": self.negatives_cursor})
+                                            "snapshot_time": now})
         self.metrics.version.set(self.version)
         self.metrics.snapshot_time.set(now)
         if self.streams.state is not None:  # predict may use a stream's context: publish it with the weights

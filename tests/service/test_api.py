@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.api.app import create_app
 from service.codec import encode_frames
 from service.keys import WAKE_GROUP, Keys
-from service.redis_io import FrameEntry, sync_client
+from service.redis_io import FrameEntry, receive, sync_client
 from service.wake import WakeWorker
 
 BINARY = {"content-type": "application/x-ffs-frames"}
@@ -126,11 +126,11 @@ def test_predict_readiness_and_model_status(client, settings):
     assert client.post("/v1/predict", json={"frames": [[0.5] * 196], "stream_id": "none"}).status_code == 404
     model = client.get("/v1/model").json()
     assert model["version"] == 1 and model["config"]["widths"] == [32, 32] and model["sleep"]["paused"] is False
-    doorbell, store = Keys(settings.key_prefix).sleep_doorbell, sync_client(settings)
+    listener = sync_client(settings).pubsub()  # hears what the sleep worker hears
+    listener.subscribe(Keys(settings.key_prefix).dreams)
     for path in ("/v1/sleep/pause", "/v1/sleep/resume", "/v1/sleep/trigger"):  # each rings the sleep worker
-        store.delete(doorbell)
         assert client.post(path).status_code in (200, 202)
-        assert store.llen(doorbell) == 1
+        assert receive(listener, 2.0) == [b""]  # a ring: an empty message
         if path.endswith("pause"):
             assert client.get("/v1/model").json()["sleep"]["paused"] is True
     assert client.post("/v1/checkpoint").status_code == 202
@@ -178,14 +178,18 @@ def test_redis_down_answers_503_quickly(settings):
 
 def test_no_pickle_in_any_redis_payload(client, settings, sync_redis):
     client.post("/v1/streams/s/frames", json={"frames": [_frame(settings, 0.3, 1)] * 5})
+    from service.sleep import SleepWorker
+
     worker = WakeWorker(settings, sync_client(settings))
     worker.setup()
     worker.poll(pending=False)
-    worker.positive_step()  # publishes the weights and the dream
-    from service.sleep import SleepWorker
-
-    assert SleepWorker(settings, sync_client(settings)).cycle() == 5
-    values = []
+    sleep = SleepWorker(settings, sync_client(settings))
+    sleep.listen()
+    worker.positive_step()  # sends the dream: the sample and the weights the step makes
+    assert sleep.receive(timeout=2.0) == 1 and sleep.cycle() == 5
+    values = [sleep.latest]  # the messages between the workers, too
+    values += receive(worker.subscription, 2.0)
+    assert len(values) == 2
     for key in sync_redis.scan_iter(f"{settings.key_prefix}:*"):
         kind = sync_redis.type(key)
         if kind == b"string":

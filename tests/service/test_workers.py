@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ffcore.online import FFGradient
 from service.keys import Keys
-from service.redis_io import enqueue_frames, ring_sleep, sync_client
+from service.redis_io import Dream, NegativeUpdate, enqueue_frames, receive, ring_sleep, sync_client
 from service.sleep import SleepWorker
 from service.wake import WakeError, WakeWorker
 
@@ -28,6 +28,23 @@ def _samples(registry) -> dict[str, float]:
     text = generate_latest(registry).decode()
     return {s.name + ("|" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) if s.labels else ""): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _sleeper(settings, keys=None) -> SleepWorker:
+    """A sleep worker listening for dreams (one published before it listens is gone)."""
+    sleep = SleepWorker(settings, sync_client(settings), keys)
+    sleep.listen()
+    return sleep
+
+
+def _answer(sleep: SleepWorker) -> int:
+    """The sleep worker takes the dream sent to it and answers it: the negatives generated."""
+    assert sleep.receive(timeout=2.0), "no dream arrived"
+    return sleep.cycle()
+
+
+def _update(dream: int, gradient: bytes, n: int = 1) -> bytes:
+    return NegativeUpdate(dream, 0, n, gradient).to_bytes()
 
 
 class RecordingWake(WakeWorker):
@@ -128,13 +145,13 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert wake.learner.positive.count == 8  # accumulated, fewer than a window: not applied yet
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     version = wake.version
+    sleep = _sleeper(settings)
     wake.positive_step()  # what a full window (or wake_window_s) triggers: a deferred step, a dream
     assert wake.awaiting is not None and not wake.maybe_positive_step()  # waits for the negatives
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # deferred
-    sleep = SleepWorker(settings, sync_client(settings))
-    assert sleep.due()
+    assert sleep.receive(timeout=2.0) == 1 and sleep.due()
     assert sleep.cycle() == 8 and not sleep.due()
-    assert wake.apply_negatives() == 1 and wake.awaiting is None  # both phases applied
+    assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None  # both phases applied
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     # no snapshot per step: the schedule's next one serves both phases together
     assert wake.version == version and wake._negatives_since_snapshot > 0
@@ -151,47 +168,60 @@ def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, s
     assert z["ffstream_goodness_separation|layer=0"] == pytest.approx(separation)
     # a delta for a dream too many positive steps old is refused, and counted
     wake.dream_id += settings.max_delta_staleness + 1  # as if that many dreams had gone since
-    sync_redis.xadd(keys.negatives, {"dream": 1, "gradient": FFGradient([], []).to_bytes(), "n": 0})
-    assert wake.apply_negatives() == 0
+    sync_redis.publish(keys.negatives, _update(1, FFGradient([], []).to_bytes(), 0))
+    assert wake.apply_negatives(timeout=2.0) == 0
     assert wake.counters["negatives_rejected_stale"] == 1
     assert sync_redis.hget(keys.model, "negatives_rejected_stale") == b"1"
 
 
-def test_each_worker_is_rung_instead_of_polling(settings, sync_redis):
-    """A dream rings the sleep worker's doorbell (a list that never holds more than one ring), the
-    sleep worker's gradient rings the wake worker's (pub/sub, read from the wake worker's own
-    socket), and the wake worker reads the queue only when rung or after UNRUNG_CHECK_S."""
-    from service.sleep import DOORBELL_WAIT_S
-    from service.wake.negatives import UNRUNG_CHECK_S
-
+def test_the_workers_talk_by_messages_that_never_reach_the_append_only_file(settings, sync_redis):
+    """A dream goes to the sleep worker and its negative update back on pub/sub channels (each
+    read from the listener's own socket, no polling, nothing stored); a ring from the sleep
+    routes is an empty message; the hash keeps only the dream's id."""
     keys = Keys(settings.key_prefix)
     for seq in range(4):
         _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=seq % 3, seq=seq)
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
     wake.poll(pending=False)
-    assert sync_redis.llen(keys.sleep_doorbell) == 0
-    wake.positive_step()  # a deferred step: its dream rings
-    assert sync_redis.llen(keys.sleep_doorbell) == 1
-    sleep = SleepWorker(settings, sync_client(settings))
+    sleep = _sleeper(settings)
+    assert sleep.receive() == 0  # nothing yet: no wait without a timeout
+    wake.positive_step()  # a deferred step: its dream goes to the listening sleep worker
+    assert sleep.receive(timeout=2.0) == 1 and sleep.latest_id == wake.dream_id == wake.awaiting.dream
+    assert Dream.from_bytes(sleep.latest).frames == 4
+    assert sync_redis.hgetall(keys.dream) == {b"id": str(wake.dream_id).encode(), b"version": str(wake.version).encode(),
+                                              b"frames": b"4"}  # no sample, no weights stored
     start = time.monotonic()
-    assert sync_redis.blpop([keys.sleep_doorbell], timeout=DOORBELL_WAIT_S) is not None  # what the loop waits on
-    assert time.monotonic() - start < DOORBELL_WAIT_S / 2  # rung: no wait for the timeout
-    now = time.monotonic()
-    assert wake.negatives_rang(now)  # subscribes; never read yet, so due
-    assert not wake.negatives_rang(now + UNRUNG_CHECK_S / 2)  # not rung, not due: no round trip
-    assert sleep.due() and sleep.cycle() == 4  # publishes on the wake worker's doorbell
-    deadline = time.monotonic() + 2.0
-    while not wake.negatives_rang(now + UNRUNG_CHECK_S / 2):  # rung, though not due by the clock
-        assert time.monotonic() < deadline, "the wake worker's doorbell did not ring"
-        time.sleep(0.01)
-    assert wake.apply_negatives() == 1 and wake.awaiting is None
-    assert wake.negatives_rang(now + 2 * UNRUNG_CHECK_S)  # not rung, but due: a lost ring costs 50 ms at most
-    for _ in range(3):  # rings do not pile up while the sleep worker is busy
-        pipe = sync_redis.pipeline()
-        ring_sleep(pipe, keys)
-        pipe.execute()
-    assert sync_redis.llen(keys.sleep_doorbell) == 1
+    assert sleep.tick() == 4  # publishes the update
+    assert time.monotonic() - start < 1.0
+    assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None
+    assert sync_redis.keys(f"{keys.prefix}:negatives*") == []  # nothing left in Redis
+    pipe = sync_redis.pipeline()
+    ring_sleep(pipe, keys)
+    pipe.execute()
+    start = time.monotonic()
+    assert sleep.receive(timeout=2.0) == 1 and time.monotonic() - start < 1.0  # a ring wakes it at once
+    assert not sleep.due()  # a ring is not a dream: the latest one is answered already
+
+
+def test_without_a_listening_sleep_worker_the_step_goes_ahead_at_once(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(4):
+        _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    wake.poll(pending=False)
+    before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    wake.positive_step()  # nobody listens: no wait of negative_wait_s for an answer that cannot come
+    assert wake.awaiting is None and any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
+    assert sync_redis.hget(keys.model, "negatives_missed") == b"1"
+    assert _samples(wake.metrics.registry)["ffstream_negative_updates_missed_total"] == 1
+    sleep = _sleeper(settings)  # one listens again: the next step waits for its negatives
+    _post(sync_redis, keys, "a", 0.9, label=1, seq=4)
+    wake.poll(pending=False)
+    wake.positive_step()
+    assert wake.awaiting is not None and _answer(sleep) == 1
+    assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None
 
 
 def _one_dream(settings, prefix):
@@ -204,11 +234,14 @@ def _one_dream(settings, prefix):
     wake = WakeWorker(settings, redis, keys)
     wake.setup()
     wake.poll(pending=False)
+    sleep = _sleeper(settings, keys)
+    listener = redis.pubsub()  # hears the negative update as the wake worker does
+    listener.subscribe(keys.negatives)
     wake.positive_step()
-    dream_bytes = len(redis.hget(keys.dream, "weights"))
-    assert SleepWorker(settings, sync_client(settings), keys).cycle() == 8
-    negative_bytes = len(redis.xrange(keys.negatives)[-1][1][b"gradient"])
-    assert wake.apply_negatives() == 1 and wake.awaiting is None
+    assert _answer(sleep) == 8
+    dream_bytes = len(Dream.from_bytes(sleep.latest).weights)
+    negative_bytes = len(NegativeUpdate.from_bytes(receive(listener, 2.0)[0]).gradient)
+    assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None
     return dream_bytes, negative_bytes, [p.detach().clone() for p in wake.model.layers.parameters()]
 
 
@@ -231,18 +264,22 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
     def gradient(fill):
         return FFGradient([torch.full((32, 196 + 32), fill), torch.ones(32, 42)], [torch.ones(32), torch.ones(32)], 1)
 
-    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": gradient(float("nan")).to_bytes(), "n": 1})
-    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": b"not safetensors", "n": 1})
+    sync_redis.publish(keys.negatives, _update(wake.dream_id, gradient(float("nan")).to_bytes()))
+    sync_redis.publish(keys.negatives, _update(wake.dream_id, b"not safetensors"))
     wrong_shape = FFGradient([torch.ones(3, 3), torch.ones(32, 42)], [torch.ones(3), torch.ones(32)], 1)
-    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": wrong_shape.to_bytes(), "n": 1})
-    sync_redis.xadd(keys.negatives, {"version": 1, "gradient": gradient(1.0).to_bytes(), "n": 1})  # no dream id
-    assert wake.apply_negatives() == 0
-    assert wake.counters["negatives_rejected_invalid"] == 4
+    sync_redis.publish(keys.negatives, _update(wake.dream_id, wrong_shape.to_bytes()))
+    no_id = _update(wake.dream_id, gradient(1.0).to_bytes()).replace(b'"dream"', b'"dreem"')
+    sync_redis.publish(keys.negatives, no_id)  # no dream id
+    sync_redis.publish(keys.negatives, b"not a message")
+    deadline = time.monotonic() + 2.0
+    while wake.counters["negatives_rejected_invalid"] < 5 and time.monotonic() < deadline:
+        assert wake.apply_negatives(timeout=0.1) == 0
+    assert wake.counters["negatives_rejected_invalid"] == 5
     assert all(torch.isfinite(p).all() for p in wake.model.parameters())
     # finite but exploding: a step many times the size of the weights themselves
     before = [p.detach().clone() for p in wake.model.parameters()]
-    sync_redis.xadd(keys.negatives, {"dream": wake.dream_id, "gradient": gradient(1e5).to_bytes(), "n": 1})
-    assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_exploding"] == 1
+    sync_redis.publish(keys.negatives, _update(wake.dream_id, gradient(1e5).to_bytes()))
+    assert wake.apply_negatives(timeout=2.0) == 0 and wake.counters["negatives_rejected_exploding"] == 1
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.parameters()))
     assert _samples(wake.metrics.registry)["ffstream_negative_updates_rejected_total|reason=exploding"] == 1
 
@@ -250,7 +287,8 @@ def test_non_finite_negative_updates_are_refused(settings, sync_redis):
 def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     sleep = SleepWorker(settings, sync_client(settings))
-    sync_redis.hset(keys.dream, mapping={"id": 1, "version": 1, "sample": b"", "frames": 0})  # a dream to answer
+    assert not sleep.due()  # nothing to answer yet
+    sleep.latest, sleep.latest_id = Dream(1, 1, 0, b"", b"").to_bytes(), 1  # a dream to answer
     sync_redis.hset(keys.sleep, "paused", 1)
     assert not sleep.due()
     sync_redis.set(keys.sleep_trigger, 1)
@@ -326,11 +364,11 @@ def test_unsupervised_mode_learns_from_unlabeled_frames_and_dreams_hybrids(setti
     wake.setup()
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     assert wake.poll() == 6
+    sleep = _sleeper(settings)
     wake.positive_step()  # deferred: the weights wait for the negative phase
     assert all(torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
-    sleep = SleepWorker(settings, sync_client(settings))
-    assert sleep.cycle() == 6  # hybrids of the six unlabeled frames
-    assert wake.apply_negatives() == 1
+    assert _answer(sleep) == 6  # hybrids of the six unlabeled frames
+    assert wake.apply_negatives(timeout=2.0) == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))  # learned, no labels
     z = _samples(sleep.metrics.registry)
     assert z["ffstream_goodness|layer=0,phase=negative"] > 0
@@ -365,10 +403,11 @@ def test_adversarial_frames_never_make_the_served_model_non_finite(settings, syn
     while (n := wake.poll()) > 0:
         applied += n
     assert applied == 4 * 30 + 1
-    wake.positive_step()
-    sleep = SleepWorker(settings, sync_client(settings))
+    sleep = _sleeper(settings)
+    wake.positive_step()  # weights that would not be finite are never dreamt with: maybe no dream
+    sleep.receive(timeout=0.5)
     sleep.cycle()
-    wake.apply_negatives()
+    wake.apply_negatives(timeout=0.5)
     assert wake.publish()
     from service.model import load_snapshot
 
@@ -413,16 +452,16 @@ def test_a_refused_update_does_not_leave_the_wake_worker_waiting(settings, sync_
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
     wake.poll()
+    sleep = _sleeper(settings)
     wake.positive_step()
-    sleep = SleepWorker(settings, sync_client(settings))
-    assert sleep.cycle() == 4
+    assert _answer(sleep) == 4
     wake.dream_id += settings.max_delta_staleness + 1  # the update goes stale before wake reads it
-    assert wake.apply_negatives() == 0 and wake.counters["negatives_rejected_stale"] == 1
+    assert wake.apply_negatives(timeout=2.0) == 0 and wake.counters["negatives_rejected_stale"] == 1
     assert wake.awaiting is None  # answered, if refused: the next positive step may go ahead
     _post(sync_redis, keys, "a", 0.9, label=1, seq=4)
     wake.poll()
     wake.positive_step()
-    assert sleep.due() and sleep.cycle() == 1
+    assert sleep.receive(timeout=2.0) == 1 and sleep.due() and sleep.cycle() == 1
 
 
 def test_without_an_answer_the_positive_step_goes_ahead_after_the_wait(settings, sync_redis):
@@ -432,10 +471,11 @@ def test_without_an_answer_the_positive_step_goes_ahead_after_the_wait(settings,
         _post(sync_redis, keys, "a", 0.1 * seq, label=seq % 2, seq=seq)
     wake = WakeWorker(settings, sync_client(settings))
     wake.setup()
+    sleep = _sleeper(settings)  # listens, never answers (as if paused)
     wake.poll()  # the first window's step, then frames accumulate while it waits for negatives
     steps = _samples(wake.metrics.registry)["ffstream_positive_steps_total"]
-    assert steps == 1 and wake.learner.positive.count == 4
-    time.sleep(0.25)  # no sleep worker: after negative_wait_s the next step goes ahead, counted
+    assert steps == 1 and wake.learner.positive.count == 4 and sleep.receive(timeout=2.0) >= 1
+    time.sleep(0.25)  # no answer: after negative_wait_s the next step goes ahead, counted
     assert wake.maybe_positive_step()
     w = _samples(wake.metrics.registry)
     assert w["ffstream_positive_steps_total"] == 2 and w["ffstream_negative_updates_missed_total"] == 1
@@ -536,13 +576,13 @@ def test_a_checkpoint_applies_the_deferred_step_and_still_asks_for_the_negatives
     wake.setup()
     wake.poll()
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
+    sleep = _sleeper(settings)
     assert wake.checkpoint()  # the weights it saves include every frame it acknowledges
     assert any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
     assert wake.learner.positive.count == 0 and wake.awaiting is not None and wake.awaiting.positive is None
     assert int(sync_redis.hget(keys.dream, "id")) == wake.awaiting.dream  # negatives still asked for
-    sleep = SleepWorker(settings, sync_client(settings))
-    assert sleep.cycle() == 6
-    assert wake.apply_negatives() == 1 and wake.awaiting is None
+    assert _answer(sleep) == 6
+    assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None
 
 
 def _post_fast(redis, keys, stream, frame, label):
