@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -115,9 +116,10 @@ def service_run(args, freeze: bool) -> dict:
                       console=Console(stderr=True))
     for k, v in saved.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    replay = json.loads(out.read_text()) if not code else None
+    shutil.rmtree(workdir, ignore_errors=True)  # Redis's files and the checkpoints
     if code:
         raise SystemExit(f"replay failed with status {code}")
-    replay = json.loads(out.read_text())
     return {"test_error": replay["curve"][-1]["test_error"], "prequential_error": float("nan"),
             "curve": replay["curve"], "frames_per_second": replay["frames_per_second"],
             **{k: replay[k] for k in ("positive_steps", "negatives_applied", "negatives_missed",

@@ -29,6 +29,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -411,6 +412,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
+        shutil.rmtree(workdir, ignore_errors=True)  # Redis's files and the checkpoints: hundreds of MB
     result["model_step_alone"] = [model_step_alone(s) for s in sorted({int(v.split("x")[0]) for v in args.loads})]
     for m in result["model_step_alone"]:
         print(f"model step alone, {m['streams_per_step']} streams per step: wake {m['wake_frames_per_s']} frames/s, "
