@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="*", default=[],
                     help="also (d) with these windows (frames per positive step; the service's own is larger "
                     "than FFS_WAKE_WINDOW when a step waits for the sleep worker)")
+    ap.add_argument("--deferred-windows", type=int, nargs="*", default=[],
+                    help="also the deferred rhythm (staleness 1) with positive steps of this many frames")
     ap.add_argument("--learning-rates", type=float, nargs="*", default=[],
                     help="also (c), (d) and (d) deferred with these FFS_LEARNING_RATE values")
     ap.add_argument("--dream-dtypes", nargs="*", default=[], choices=list(model_io.DREAM_DTYPES),
@@ -216,6 +218,9 @@ def main() -> None:
                                                         defer=True, **common))
     for w in args.windows:
         report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
+    for w in args.deferred_windows:
+        report(f"d deferred window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=1, defer=True,
+                                                   **common))
     for lr in args.learning_rates:
         at = settings.model_copy(update={"learning_rate": lr})
         report(f"c interleaved lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=args.streams, staleness=0,

@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     # 3,627-3,838 on 2 cores, but by starving the sleep worker, so each positive step covered more
     # frames and the service learned worse (5.98% vs 5.55% MNIST error); both workers at -5 kept
     # the steps and gave 3,807, inside the noise (benchmarks/throughput.py, docs/RESULTS.md).
+    # Both at +5 (the API first), three pairs after the wake/sleep traffic moved to pub/sub:
+    # predict p99 33-50 ms instead of 42-51, but 1-18% fewer frames/s: it stays 0.
     worker_nice: int = Field(0, ge=-20, le=19, description="niceness added to the wake and sleep workers: "
                              "below 0 they run before the API and anything else on the host (needs "
                              "CAP_SYS_NICE, as root has: without it they say so and keep their priority); "
