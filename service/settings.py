@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     correction_layers: Literal["readout", "all"] = Field("readout", description="what learn=fast changes: "
                                                           "the readout, or all layers (FF layers by equation 4)")
     wake_window: int = Field(50, ge=1, description="positive frames accumulated per FF step")
+    # A step waits for the negatives of the one before, so under load it covers the frames that
+    # arrive in one round trip to the sleep worker, and larger steps learn less per frame
+    # (in-process, MNIST 50k x 2: 5.46% at 50 frames, 6.02% at 160, 7.13% at 480; docs/RESULTS.md).
+    # Past this many the wake worker waits for the negatives instead of reading more frames.
+    wake_window_max: int = Field(150, ge=1, description="most positive frames one FF step may cover: beyond, "
+                                 "the wake worker waits for the last step's negatives (up to negative_wait_s)")
     wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
     # Each step ships a snapshot to the sleep worker and a gradient back (a few MB through Redis):
     # under heavy load the window grows so that steps come at most this often.
@@ -159,6 +165,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive layer sizes, got {self.widths}")
+        if self.wake_window_max < self.wake_window:
+            raise ValueError(f"wake_window_max ({self.wake_window_max}) must be at least wake_window "
+                             f"({self.wake_window})")
         if self.redis_socket_timeout_s * 1000 <= self.wake_block_ms:
             raise ValueError(
                 f"redis_socket_timeout_s ({self.redis_socket_timeout_s}s) must exceed wake_block_ms "

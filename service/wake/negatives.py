@@ -43,6 +43,7 @@ class Negatives:
             if answered:  # applied or refused, the deferred positive step goes in now
                 self.release_positive(publish=False)
                 self.awaiting = None  # and the next positive step may go
+                self.sleep_answers = True
             if self.dream_id - dream > self.settings.max_delta_staleness:
                 self.counters["negatives_rejected_stale"] += 1
                 self.metrics.negatives_rejected.labels("stale").inc()

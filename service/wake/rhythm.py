@@ -35,6 +35,7 @@ class Rhythm:
     """Mixed into :class:`service.wake.worker.WakeWorker`."""
 
     awaiting: Awaited | None
+    sleep_answers: bool  # the last awaited dream was answered (not given up on after negative_wait_s)
 
     def maybe_positive_step(self, window_only: bool = True) -> bool:
         """Step the accumulated positive gradient if the window is full (or, unless
@@ -52,6 +53,14 @@ class Rhythm:
             return False
         if self.awaiting is not None:
             self.apply_negatives()  # those already in this process's socket: no round trip
+        if self.awaiting is not None and count >= self.settings.wake_window_max and self.sleep_answers:
+            # Full: wait for the answer rather than let the step grow (larger steps learn less
+            # per frame). Not after a step went without its negatives (a paused or stuck sleep
+            # worker): then steps go ahead every negative_wait_s as before, until one is answered.
+            left = self.awaiting.since + self.settings.negative_wait_s - now
+            if left > 0:
+                self.apply_negatives(timeout=left)
+            now = time.monotonic()
         if self.awaiting is not None:
             if now - self.awaiting.since < self.settings.negative_wait_s:
                 return False  # frames keep accumulating: the next step covers them all
@@ -61,6 +70,7 @@ class Rhythm:
             self.redis.hincrby(self.keys.model, "negatives_missed", 1)
             self.release_positive()  # a late answer is still applied if it is not too stale
             self.awaiting = None
+            self.sleep_answers = False
         self.positive_step()
         return True
 

@@ -67,6 +67,7 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.awaiting: Awaited | None = None  # the dream whose negatives are not back yet
         self.subscription = None  # to the sleep worker's negative updates (``listen_negatives``)
         self._sleep_unheard = False  # the last dream found no sleep worker listening
+        self.sleep_answers = True  # the last awaited dream was answered (``Rhythm``)
         self._last_positive_step = 0.0
         self._frames_per_entry = 1.0  # running mean: how many entries make wake_read_count frames
         self.running = True

@@ -481,6 +481,39 @@ def test_without_an_answer_the_positive_step_goes_ahead_after_the_wait(settings,
     assert w["ffstream_positive_steps_total"] == 2 and w["ffstream_negative_updates_missed_total"] == 1
 
 
+def test_a_full_step_waits_for_its_negatives_unless_the_sleep_worker_stopped_answering(settings, sync_redis):
+    settings = settings.model_copy(update={"wake_window": 2, "wake_window_max": 4, "negative_wait_s": 0.3,
+                                           "wake_step_interval_s": 0.0})
+    keys = Keys(settings.key_prefix)
+    seq = iter(range(100))
+
+    def post(n):
+        for _ in range(n):
+            k = next(seq)
+            _post(sync_redis, keys, "a", 0.05 * k, label=k % 2, seq=k)
+
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    sleep = _sleeper(settings)
+    post(2)
+    wake.poll()  # a full window: a step, its dream sent
+    assert wake.awaiting is not None and _answer(sleep) == 2  # answered, not yet read by the wake worker
+    post(4)
+    start = time.monotonic()
+    wake.poll()  # at 4 frames (the cap) it reads the answer, then steps again
+    assert time.monotonic() - start < 0.25 and wake.awaiting is not None and wake.awaiting.dream == 2
+    assert wake.counters["negatives_applied"] == 1
+    post(4)  # dream 2 is never answered: one wait of negative_wait_s at the cap, then a step without
+    start = time.monotonic()
+    wake.poll()
+    assert time.monotonic() - start >= 0.25 and not wake.sleep_answers
+    assert _samples(wake.metrics.registry)["ffstream_negative_updates_missed_total"] == 1
+    post(6)
+    start = time.monotonic()
+    wake.poll()  # no more stalls: frames accumulate past the cap, as when there was no cap
+    assert time.monotonic() - start < 0.25 and wake.learner.positive.count > settings.wake_window_max
+
+
 def test_frozen_ff_layers_stay_bit_identical_and_the_readout_learns(settings, sync_redis):
     settings = settings.model_copy(update={"freeze": True})
     keys = Keys(settings.key_prefix)
