@@ -42,8 +42,7 @@ class SleepWorker:
         self._measured = 0.0  # when the goodness gauges were last measured
         self.model = None  # the weights being dreamt with, reloaded in place for each dream
         self.subscription = None  # to the wake worker's dreams (``listen``)
-        self.latest: bytes | None = None  # the newest dream received (answered once, or on a trigger)
-        self.latest_id = 0
+        self.latest: Dream | None = None  # the newest dream received (answered once, or on a trigger)
         self.metrics = SleepMetrics()
         self.dream_dtype = model_io.DREAM_DTYPES[settings.dream_dtype]  # of the gradients sent back
 
@@ -64,11 +63,9 @@ class SleepWorker:
         for data in messages:
             if data:  # empty: a ring (pause, resume, trigger), read in ``due``
                 try:
-                    self.latest_id = Dream.from_bytes(data).id
+                    self.latest = Dream.from_bytes(data)
                 except ValueError as e:
                     log.warning("ignored a dream that cannot be read: %s", e)
-                    continue
-                self.latest = data
         return len(messages)
 
     def due(self) -> bool:
@@ -87,7 +84,7 @@ class SleepWorker:
         # Paused: the wake worker's positive steps go ahead without negatives after
         # negative_wait_s ("sleep deprivation"); resuming answers only the newest dream.
         # "Different", not "newer": a wake worker that starts on an empty Redis counts from 1 again.
-        return not paused and self.latest is not None and self.latest_id != self.dreamt
+        return not paused and self.latest is not None and self.latest.id != self.dreamt
 
     def warm_up(self) -> None:
         """One dream on random frames before the first real one: torch's first calls take about a
@@ -144,7 +141,7 @@ class SleepWorker:
         start = time.perf_counter()
         if self.latest is None:
             return 0
-        message = Dream.from_bytes(self.latest)  # read when received
+        message = self.latest
         dream, version = message.id, message.version
         self.dreamt = dream
         # (The wake worker dreams only with finite weights, and checks the gradient that comes back.)

@@ -187,7 +187,7 @@ def test_no_pickle_in_any_redis_payload(client, settings, sync_redis):
     sleep.listen()
     worker.positive_step()  # sends the dream: the sample and the weights the step makes
     assert sleep.receive(timeout=2.0) == 1 and sleep.cycle() == 5
-    values = [sleep.latest]  # the messages between the workers, too
+    values = [sleep.latest.to_bytes()]  # the messages between the workers, too
     values += receive(worker.subscription, 2.0)
     assert len(values) == 2
     for key in sync_redis.scan_iter(f"{settings.key_prefix}:*"):

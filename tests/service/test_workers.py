@@ -30,6 +30,16 @@ def _samples(registry) -> dict[str, float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def _polled(settings, redis, keys, frames: int, first: float, step: float) -> WakeWorker:
+    """A wake worker that has read and stepped ``frames`` labeled frames of stream "a"."""
+    for seq in range(frames):
+        _post(redis, keys, "a", first + step * seq, label=seq % 3, seq=seq)
+    wake = WakeWorker(settings, redis, keys)
+    wake.setup()
+    wake.poll(pending=False)
+    return wake
+
+
 def _sleeper(settings, keys=None) -> SleepWorker:
     """A sleep worker listening for dreams (one published before it listens is gone)."""
     sleep = SleepWorker(settings, sync_client(settings), keys)
@@ -137,11 +147,7 @@ def test_a_crash_redoes_exactly_the_frames_after_the_last_checkpoint(settings, s
 
 def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, sync_redis):
     keys = Keys(settings.key_prefix)
-    for seq in range(8):
-        _post(sync_redis, keys, "a", 0.1 + 0.05 * seq, label=seq % 3, seq=seq)
-    wake = WakeWorker(settings, sync_client(settings))
-    wake.setup()
-    wake.poll(pending=False)
+    wake = _polled(settings, sync_client(settings), keys, 8, 0.1, 0.05)
     assert wake.learner.positive.count == 8  # accumulated, fewer than a window: not applied yet
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     version = wake.version
@@ -179,16 +185,12 @@ def test_the_workers_talk_by_messages_that_never_reach_the_append_only_file(sett
     read from the listener's own socket, no polling, nothing stored); a ring from the sleep
     routes is an empty message; the hash keeps only the dream's id."""
     keys = Keys(settings.key_prefix)
-    for seq in range(4):
-        _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=seq % 3, seq=seq)
-    wake = WakeWorker(settings, sync_client(settings))
-    wake.setup()
-    wake.poll(pending=False)
+    wake = _polled(settings, sync_client(settings), keys, 4, 0.2, 0.1)
     sleep = _sleeper(settings)
     assert sleep.receive() == 0  # nothing yet: no wait without a timeout
     wake.positive_step()  # a deferred step: its dream goes to the listening sleep worker
-    assert sleep.receive(timeout=2.0) == 1 and sleep.latest_id == wake.dream_id == wake.awaiting.dream
-    assert Dream.from_bytes(sleep.latest).frames == 4
+    assert sleep.receive(timeout=2.0) == 1 and sleep.latest.id == wake.dream_id == wake.awaiting.dream
+    assert sleep.latest.frames == 4
     assert sync_redis.hgetall(keys.dream) == {b"id": str(wake.dream_id).encode(), b"version": str(wake.version).encode(),
                                               b"frames": b"4"}  # no sample, no weights stored
     start = time.monotonic()
@@ -206,11 +208,7 @@ def test_the_workers_talk_by_messages_that_never_reach_the_append_only_file(sett
 
 def test_without_a_listening_sleep_worker_the_step_goes_ahead_at_once(settings, sync_redis):
     keys = Keys(settings.key_prefix)
-    for seq in range(4):
-        _post(sync_redis, keys, "a", 0.2 + 0.1 * seq, label=seq % 3, seq=seq)
-    wake = WakeWorker(settings, sync_client(settings))
-    wake.setup()
-    wake.poll(pending=False)
+    wake = _polled(settings, sync_client(settings), keys, 4, 0.2, 0.1)
     before = [p.detach().clone() for p in wake.model.layers.parameters()]
     wake.positive_step()  # nobody listens: no wait of negative_wait_s for an answer that cannot come
     assert wake.awaiting is None and any(not torch.equal(a, b) for a, b in zip(before, wake.model.layers.parameters()))
@@ -229,17 +227,13 @@ def _one_dream(settings, prefix):
     settings = settings.model_copy(update={"key_prefix": prefix})
     keys = Keys(prefix)
     redis = sync_client(settings)
-    for seq in range(8):
-        _post(redis, keys, "a", 0.1 + 0.05 * seq, label=seq % 3, seq=seq)
-    wake = WakeWorker(settings, redis, keys)
-    wake.setup()
-    wake.poll(pending=False)
+    wake = _polled(settings, redis, keys, 8, 0.1, 0.05)
     sleep = _sleeper(settings, keys)
     listener = redis.pubsub()  # hears the negative update as the wake worker does
     listener.subscribe(keys.negatives)
     wake.positive_step()
     assert _answer(sleep) == 8
-    dream_bytes = len(Dream.from_bytes(sleep.latest).weights)
+    dream_bytes = len(sleep.latest.weights)
     negative_bytes = len(NegativeUpdate.from_bytes(receive(listener, 2.0)[0]).gradient)
     assert wake.apply_negatives(timeout=2.0) == 1 and wake.awaiting is None
     return dream_bytes, negative_bytes, [p.detach().clone() for p in wake.model.layers.parameters()]
@@ -288,7 +282,7 @@ def test_sleep_can_be_paused_and_triggered(settings, sync_redis):
     keys = Keys(settings.key_prefix)
     sleep = SleepWorker(settings, sync_client(settings))
     assert not sleep.due()  # nothing to answer yet
-    sleep.latest, sleep.latest_id = Dream(1, 1, 0, b"", b"").to_bytes(), 1  # a dream to answer
+    sleep.latest = Dream(1, 1, 0, b"", b"")  # a dream to answer
     sync_redis.hset(keys.sleep, "paused", 1)
     assert not sleep.due()
     sync_redis.set(keys.sleep_trigger, 1)
