@@ -6,7 +6,9 @@ Starts ``ffstream up`` (default settings, 784-value frames), then in one run:
      once, so the generator takes little of the cores it shares with the service; ``httpx``
      costs about 1.8 ms of CPU a request), each stream a camera that holds back while the lag is
      above ``--max-lag``, so the lag stays bounded): frames/s applied over ``seconds``,
-     the lag over time, 202-to-step latency (the wake worker's queue-wait histogram), predict
+     the lag over time, 202-to-step latency (the wake worker's queue-wait histogram), the
+     wake/sleep rhythm (frames per positive step, the round trip to the sleep worker, the share
+     of the time the wake worker waited at FFS_WAKE_WINDOW_MAX), predict
      p50/p99 at 20 single-frame requests/s while the ingest runs (``--predict-via both``: each
      load twice, predictions answered by the API process, then by the predict role,
      FFS_PREDICT_PORT), CPU per process (the load generator's too);
@@ -193,6 +195,31 @@ def histogram_diff(after: str, before: str, name: str, q: float, having: str = "
     return histogram_quantile(diff, name, q, having)
 
 
+def sample_diff(after: str, before: str, name: str) -> float:
+    """The change of one unlabeled sample (a counter, a histogram's _sum or _count) between two scrapes."""
+    def value(text):
+        return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split(" ")[0] == name), 0.0)
+    return value(after) - value(before)
+
+
+def rhythm(after: str, before: str, elapsed: float) -> dict:
+    """The wake/sleep rhythm under a load, from the wake worker's metrics: frames per positive step,
+    the round trip from a dream to its negatives, the share of the time spent waiting at the cap."""
+    steps = sample_diff(after, before, "ffstream_positive_step_frames_count")
+    answers = sample_diff(after, before, "ffstream_negative_round_trip_seconds_count")
+    out = {"frames_per_step_mean": round(sample_diff(after, before, "ffstream_positive_step_frames_sum") / steps, 1)
+           if steps else None,
+           "frames_per_step_p99_at_most": histogram_diff(after, before, "ffstream_positive_step_frames", 0.99),
+           "round_trip_mean_ms": round(1000 * sample_diff(after, before, "ffstream_negative_round_trip_seconds_sum")
+                                       / answers, 1) if answers else None,
+           "waiting_at_cap_share": round(sample_diff(after, before, "ffstream_wake_negative_wait_seconds_total")
+                                         / elapsed, 3)}
+    for q in (0.5, 0.99):
+        bound = histogram_diff(after, before, "ffstream_negative_round_trip_seconds", q)
+        out[f"round_trip_p{int(q * 100)}_ms_at_most"] = None if bound is None else round(1000 * bound, 1)
+    return out
+
+
 def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: int, seconds: float,
              predict_rps: float, tag: str, max_lag: int, predict_base: str | None = None,
              client_kind: str = "raw") -> dict:
@@ -261,6 +288,7 @@ def run_load(base: str, wake_metrics: str, pids: dict, *, streams: int, batch: i
            **{k: model1[k] - model0[k] for k in ("positive_steps", "negatives_applied", "negatives_missed")},
            "queue_wait_p50_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.5),
            "queue_wait_p99_s": histogram_diff(metrics1, metrics0, "ffstream_queue_wait_seconds", 0.99),
+           "rhythm": rhythm(metrics1, metrics0, elapsed),
            "cpu_cores_per_process": cpu}
     if latencies:
         latencies.sort()
@@ -386,7 +414,7 @@ def main() -> None:
                   f"{r.get('predict_p50_ms')}/{r.get('predict_p99_ms')} ms (in the API: at most "
                   f"{r.get('predict_server_p50_ms_at_most')}/{r.get('predict_server_p99_ms_at_most')} ms), "
                   f"cpu {r['cpu_cores_per_process']}, positive steps {r['positive_steps']} (negatives applied "
-                  f"{r['negatives_applied']}, missed {r['negatives_missed']})",
+                  f"{r['negatives_applied']}, missed {r['negatives_missed']}), rhythm {r['rhythm']}",
                   flush=True)
             wait_drained(base)
         # Last, ingest alone: the wake worker stopped (SIGSTOP), 4 connections of 256-frame

@@ -28,6 +28,9 @@ NS = "ffstream"
 # Seconds: from a fraction of a millisecond (one small step) to tens of seconds (a long queue).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BYTES_BUCKETS = tuple(2.0**k for k in range(8, 25, 2))  # 256 B .. 16 MiB
+STEP_FRAMES_BUCKETS = (1, 8, 16, 32, 64, 100, 150, 200, 300, 500, 1000, 2000, 5000)
+# The wake/sleep round trip is ~10-30 ms under load: finer there than LATENCY_BUCKETS.
+ROUND_TRIP_BUCKETS = (0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REJECT_REASONS = ("body_too_large", "body_timeout", "too_many_frames", "bad_body", "bad_shape", "non_finite",
                   "bad_label", "bad_seq", "unsupported_media_type", "unauthorized", "forbidden", "rate_limited",
                   "backpressure", "checkpoint_failing", "too_many_streams", "redis_unavailable")
@@ -104,6 +107,16 @@ class WakeMetrics:
             self.negatives_rejected.labels(reason)
         self.positive_steps = Counter(f"{NS}_positive_steps", "Accumulated positive gradients applied as one step",
                                       registry=r)
+        # The size of a positive step is set by the round trip to the sleep worker under load (a
+        # step waits for the last one's negatives), and larger steps learn less per frame.
+        self.step_frames = Histogram(f"{NS}_positive_step_frames", "Frames one positive step covered",
+                                     buckets=STEP_FRAMES_BUCKETS, registry=r)
+        self.round_trip_seconds = Histogram(f"{NS}_negative_round_trip_seconds", "Time from a dream's "
+                                            "publication to its negatives' arrival (the sleep worker's answer)",
+                                            buckets=ROUND_TRIP_BUCKETS, registry=r)
+        self.negative_wait_seconds = Counter(f"{NS}_wake_negative_wait_seconds", "Time the wake worker spent "
+                                             "waiting for negatives with a step at FFS_WAKE_WINDOW_MAX frames",
+                                             registry=r)
         self.negatives_missed = Counter(f"{NS}_negative_updates_missed", "Positive steps taken without the "
                                         "previous step's negatives (the sleep worker did not answer in time)",
                                         registry=r)

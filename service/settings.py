@@ -90,12 +90,21 @@ class Settings(BaseSettings):
     # A step waits for the negatives of the one before, so under load it covers the frames that
     # arrive in one round trip to the sleep worker, and larger steps learn less per frame
     # (in-process, MNIST 50k x 2: 5.46% at 50 frames, 6.02% at 160, 7.13% at 480; docs/RESULTS.md).
-    # Past this many the wake worker waits for the negatives instead of reading more frames.
-    wake_window_max: int = Field(150, ge=1, description="most positive frames one FF step may cover: beyond, "
-                                 "the wake worker waits for the last step's negatives (up to negative_wait_s)")
+    # Past this many the wake worker waits for the negatives instead of reading more frames, but
+    # only once wake_step_interval_s has passed: frames read before that join the step, so at a
+    # full rate of R frames/s a step covers at least about R x wake_step_interval_s frames (~192
+    # at 7,000 frames/s). Smaller steps cost throughput on 2 cores for little measured learning:
+    # 16 x 32 load, interval 0 and cap 150 / 100 / 64: 6,161 / 5,087 / 3,441 frames/s against
+    # 7,324 with the defaults; the service on MNIST 50k x 2: 5.64 / 5.55 / 5.47% against
+    # 5.61-5.88% (docs/RESULTS.md, ninth session). The wake worker's metrics show both:
+    # ffstream_positive_step_frames and ffstream_negative_round_trip_seconds.
+    wake_window_max: int = Field(150, ge=1, description="frames at which a positive step, once "
+                                 "wake_step_interval_s has passed, waits for the last step's negatives (up to "
+                                 "negative_wait_s) instead of taking more frames")
     wake_window_s: float = Field(1.0, gt=0, description="also step after this long with frames accumulated")
-    # Each step ships a snapshot to the sleep worker and a gradient back (a few MB through Redis):
-    # under heavy load the window grows so that steps come at most this often.
+    # Each step ships the weights to the sleep worker and a gradient back (~2 MB through Redis's
+    # pub/sub) and costs the wake ~2 ms of CPU besides: under heavy load the window grows so that
+    # steps come at most this often (see wake_window_max).
     wake_step_interval_s: float = Field(0.02, ge=0, description="shortest time between two positive steps")
     negative_wait_s: float = Field(5.0, gt=0, description="longest wait for the sleep worker's negatives "
                                    "before the next positive step goes ahead without them")

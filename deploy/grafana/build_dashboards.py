@@ -63,6 +63,13 @@ LEARNING = ("ffstream: learning", "ffstream-learning", [
     ("Prequential accuracy (rolling, before learning each frame)", "percentunit", [
         _q("ffstream_prequential_accuracy", "accuracy"),
     ]),
+    ("Frames per positive step p50/p99 (larger steps learn less per frame)", "short",
+     quantiles("ffstream_positive_step_frames")),
+    ("Wake/sleep round trip p50/p99 and the wake's time waiting at the cap", "s",
+     [{**q, "legendFormat": "round trip " + q["legendFormat"]} for q in quantiles("ffstream_negative_round_trip_seconds")]
+     + [{**q, "legendFormat": "sleep cycle " + q["legendFormat"]}
+        for q in quantiles("ffstream_sleep_cycle_duration_seconds")]
+     + [_q(f"rate(ffstream_wake_negative_wait_seconds_total[{RATE}])", "waiting (s per s)")]),
     ("Sleep cycles per minute and paused state", "short", [
         _q(f"sum(rate(ffstream_sleep_cycles_total[{RATE}])) * 60", "cycles / min"),
         _q("ffstream_sleep_paused", "paused"),

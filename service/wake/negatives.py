@@ -6,6 +6,7 @@ answers; the next scheduled snapshot serves both."""
 from __future__ import annotations
 
 import logging
+import time
 
 from ffcore.online import FFGradient
 from service.redis_io import NegativeUpdate, receive, subscribe
@@ -41,6 +42,7 @@ class Negatives:
             dream = update.dream
             answered = self.awaiting is not None and dream >= self.awaiting.dream
             if answered:  # applied or refused, the deferred positive step goes in now
+                self.metrics.round_trip_seconds.observe(time.monotonic() - self.awaiting.since)
                 self.release_positive(publish=False)
                 self.awaiting = None  # and the next positive step may go
                 self.sleep_answers = True

@@ -60,6 +60,7 @@ class Rhythm:
             left = self.awaiting.since + self.settings.negative_wait_s - now
             if left > 0:
                 self.apply_negatives(timeout=left)
+                self.metrics.negative_wait_seconds.inc(time.monotonic() - now)
             now = time.monotonic()
         if self.awaiting is not None:
             if now - self.awaiting.since < self.settings.negative_wait_s:
@@ -86,6 +87,7 @@ class Rhythm:
             return
         self._last_positive_step = time.monotonic()
         self.metrics.positive_steps.inc()
+        self.metrics.step_frames.observe(grad.count)
         dream = sample is not None and not self.settings.freeze and self.awaiting is None
         if dream and not flush:
             with self.learner.trial(grad) as ahead:

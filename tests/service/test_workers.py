@@ -497,15 +497,40 @@ def test_a_full_step_waits_for_its_negatives_unless_the_sleep_worker_stopped_ans
     wake.poll()  # at 4 frames (the cap) it reads the answer, then steps again
     assert time.monotonic() - start < 0.25 and wake.awaiting is not None and wake.awaiting.dream == 2
     assert wake.counters["negatives_applied"] == 1
+    metrics = _samples(wake.metrics.registry)  # the rhythm, as an operator sees it
+    assert metrics["ffstream_positive_step_frames_count"] == 2 and metrics["ffstream_positive_step_frames_sum"] == 4
+    assert metrics["ffstream_negative_round_trip_seconds_count"] == 1
     post(4)  # dream 2 is never answered: one wait of negative_wait_s at the cap, then a step without
     start = time.monotonic()
     wake.poll()
     assert time.monotonic() - start >= 0.25 and not wake.sleep_answers
-    assert _samples(wake.metrics.registry)["ffstream_negative_updates_missed_total"] == 1
+    metrics = _samples(wake.metrics.registry)
+    assert metrics["ffstream_negative_updates_missed_total"] == 1
+    assert metrics["ffstream_wake_negative_wait_seconds_total"] >= 0.25
+    assert metrics["ffstream_negative_round_trip_seconds_count"] == 1  # a step given up on has no round trip
     post(6)
     start = time.monotonic()
     wake.poll()  # no more stalls: frames accumulate past the cap, as when there was no cap
     assert time.monotonic() - start < 0.25 and wake.learner.positive.count > settings.wake_window_max
+
+
+def test_frames_read_before_the_step_interval_passes_join_the_step_past_the_cap(settings, sync_redis):
+    """FFS_WAKE_STEP_INTERVAL_S comes first: the cap makes a step wait only once it has passed
+    (so at a full rate a step covers at least the frames of one interval; docs/SERVICE.md)."""
+    settings = settings.model_copy(update={"wake_window": 2, "wake_window_max": 4, "negative_wait_s": 0.3,
+                                           "wake_step_interval_s": 30.0})
+    keys = Keys(settings.key_prefix)
+    wake = WakeWorker(settings, sync_client(settings))
+    wake.setup()
+    sleep = _sleeper(settings)  # listens, does not answer
+    for k in range(8):
+        _post(sync_redis, keys, "a", 0.05 * k, label=k % 2, seq=k)
+    start = time.monotonic()
+    wake.poll()  # the first step at 2 frames; the next 6 arrive within the interval: no wait at the cap
+    assert time.monotonic() - start < 0.25
+    assert _samples(wake.metrics.registry)["ffstream_positive_step_frames_count"] == 1
+    assert wake.awaiting is not None and wake.learner.positive.count == 6 > settings.wake_window_max
+    assert sleep.receive(timeout=2.0) and sleep.latest.frames == 2  # the one dream, of the first step
 
 
 def test_frozen_ff_layers_stay_bit_identical_and_the_readout_learns(settings, sync_redis):
