@@ -6,6 +6,7 @@ turn and advance one frame per step. Conditions:
   (a) service -- the embedded system (REST API, Redis, wake and sleep workers), default
       settings, the same streams posted over HTTP (``ffstream replay``; ``--service``);
   (b) service-frozen -- the same with FFS_FREEZE=true (``--service``);
+      ``--service-variants``: (a) again with other settings, in the same run;
   (c) interleaved -- ffcore.online: every step's positive gradient applied at once, then the
       negatives computed on the updated weights and applied (staleness 0);
   (d) wake-sleep -- the service's rhythm in-process: positives accumulated over ``window``
@@ -93,8 +94,9 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
             "prequential_error": 1 - hits / frames, "frames": frames, "seconds": seconds}
 
 
-def service_run(args, freeze: bool) -> dict:
-    """The embedded system on free ports, fed by ``ffstream replay``'s streams over HTTP."""
+def service_run(args, freeze: bool, settings_env: dict[str, str] | None = None) -> dict:
+    """The embedded system on free ports, fed by ``ffstream replay``'s streams over HTTP;
+    ``settings_env``: FFS_* settings of its processes besides the defaults."""
     import tempfile
 
     from rich.console import Console
@@ -105,7 +107,8 @@ def service_run(args, freeze: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="ffs-online-"))
     # the embedded system's processes read their settings from the environment, as in production
     env = {"FFS_FREEZE": str(freeze).lower(), "FFS_PORT": str(free_port()), "FFS_WAKE_METRICS_PORT": str(free_port()),
-           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(workdir), "FFS_MAX_STREAM_FPS": "1e6"}
+           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(workdir), "FFS_MAX_STREAM_FPS": "1e6",
+           **(settings_env or {})}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     settings = Settings()
@@ -183,8 +186,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-rivals", action="store_true")
     ap.add_argument("--service", action="store_true", help="also (a) and (b): the service through its REST API")
+    ap.add_argument("--service-variants", nargs="*", default=[], metavar="NAME:FFS_X=V,FFS_Y=W",
+                    help="also the service with these settings (say, the rhythm's FFS_WAKE_WINDOW_MAX)")
     ap.add_argument("--out", type=Path, default=Path("docs/online_learning.json"))
     args = ap.parse_args()
+    variants = {}
+    for spec in args.service_variants:
+        name, _, pairs = spec.partition(":")
+        try:
+            env = dict(pair.split("=", 1) for pair in pairs.split(",") if pair)
+        except ValueError:
+            ap.error(f"--service-variants {spec!r}: expected NAME:FFS_X=V,FFS_Y=W")
+        if not name or not env or not all(k.startswith("FFS_") for k in env):
+            ap.error(f"--service-variants {spec!r}: expected NAME:FFS_X=V,FFS_Y=W")
+        variants[name] = env
     torch.set_num_threads(1)
 
     os.environ.setdefault("FFS_INPUT_DIM", "784")
@@ -202,6 +217,8 @@ def main() -> None:
     if args.service:
         for name, freeze in (("a service", False), ("b service-frozen", True)):
             report(name, service_run(args, freeze))
+    for name, env in variants.items():
+        report(f"a service, {name}", {**service_run(args, False, env), "settings": env})
     common = dict(streams=args.streams, repeat=args.repeat, seed=args.seed)
     report("c interleaved", ff_online(settings, x, y, x_test, y_test, window=args.streams, staleness=0, **common))
     report("d wake-sleep", ff_online(settings, x, y, x_test, y_test, window=settings.wake_window, staleness=0,
