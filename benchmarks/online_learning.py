@@ -177,7 +177,8 @@ def main() -> None:
                     help="also (d) with these windows (frames per positive step; the service's own is larger "
                     "than FFS_WAKE_WINDOW when a step waits for the sleep worker)")
     ap.add_argument("--deferred-windows", type=int, nargs="*", default=[],
-                    help="also the deferred rhythm (staleness 1) with positive steps of this many frames")
+                    help="also the deferred rhythm (staleness 1) with positive steps of this many frames, each "
+                    "phase's step sized as the service sizes it (the mean over its frames, at least FFS_WAKE_WINDOW)")
     ap.add_argument("--learning-rates", type=float, nargs="*", default=[],
                     help="also (c), (d) and (d) deferred with these FFS_LEARNING_RATE values")
     ap.add_argument("--dream-dtypes", nargs="*", default=[], choices=list(model_io.DREAM_DTYPES),
@@ -234,10 +235,11 @@ def main() -> None:
         report(f"d deferred, {dtype} dreams", ff_online(at, x, y, x_test, y_test, window=at.wake_window, staleness=1,
                                                         defer=True, **common))
     for w in args.windows:
-        report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0, **common))
+        report(f"d wake-sleep window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0,
+                                                     step_frames=settings.wake_window, **common))
     for w in args.deferred_windows:
         report(f"d deferred window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=1, defer=True,
-                                                   **common))
+                                                   step_frames=settings.wake_window, **common))
     for lr in args.learning_rates:
         at = settings.model_copy(update={"learning_rate": lr})
         report(f"c interleaved lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=args.streams, staleness=0,

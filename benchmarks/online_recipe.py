@@ -34,7 +34,8 @@ def variant_data(data, variant: str, images: int, test_size: int):
     return (f(data.train_x[:images]), data.train_y[:images], f(data.test_x[:test_size]), data.test_y[:test_size])
 
 
-# (name, settings changed, staleness, deferred positive step)
+# (name, settings changed, staleness, deferred positive step[, frames per positive step: the
+# service's under load, when more than FFS_WAKE_WINDOW arrive during a round trip to sleep])
 CONDITIONS = [
     ("defaults", {}, 0, False),
     ("FF frozen (control)", {"freeze": True}, 0, False),
@@ -53,6 +54,8 @@ CONDITIONS = [
     # the precision of dreams, both named: bfloat16 is the default since 2026-12-01
     ("deferred, float32 dreams", {"dream_dtype": "float32"}, 1, True),
     ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
+    ("deferred, steps of 160", {}, 1, True, 160),
+    ("deferred, steps of 240", {}, 1, True, 240),
     ("readout not averaged", {"readout_average": 0}, 0, False),
     ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
 ]
@@ -78,11 +81,12 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     for variant in args.variants:
         x, y, x_test, y_test = variant_data(data, variant, args.images, args.test_size)
-        for name, changes, staleness, defer in CONDITIONS:
+        for name, changes, staleness, defer, *window in CONDITIONS:
             if name not in args.conditions:
                 continue
             settings = base.model_copy(update=changes)
-            r = ff_online(settings, x, y, x_test, y_test, streams=16, repeat=2, window=settings.wake_window,
+            r = ff_online(settings, x, y, x_test, y_test, streams=16, repeat=2,
+                          window=window[0] if window else settings.wake_window, step_frames=settings.wake_window,
                           staleness=staleness, defer=defer, seed=0)
             results.setdefault(variant, {})[name] = r["test_error"]
             print(f"{variant:13s} {name:28s} test error {100 * r['test_error']:6.2f}%", flush=True)
