@@ -17,6 +17,7 @@ import argparse
 import io
 import json
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +57,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ffstream-send-"))
+    try:
+        result = run(args, work)
+    finally:  # the video, Redis's files and the checkpoints
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+def run(args, work: Path) -> dict:
+    """Decode, post and send a synthetic video through an embedded system under ``work``."""
     video = work / "bars.mp4"
     make_video(video, args.frames)
     result = {"date": time.strftime("%Y-%m-%d"), "hardware": hardware(), "frames": args.frames, "batch": args.batch,
@@ -79,10 +92,7 @@ def main() -> None:
             result["applied_fps_end_to_end"] = args.frames / (time.perf_counter() - started)
             status = c.stream("send")
             result["applied"], result["duplicates"] = status.frames_applied, status.duplicates
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/faults_kill_wake.json"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="ffstream-faults-"))
+    try:
+        run(args, workdir)
+    finally:  # Redis's files and the checkpoints
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args, workdir: Path) -> None:
+    """The fault run asked for, in ``workdir``; writes ``args.out`` and exits with its verdict."""
     if args.fault == "restart-redis":
         outage = redis_restart_run(workdir, restarts=args.restarts, streams=args.streams)
         seconds = [t for _, t in outage.down_answers]

@@ -23,6 +23,7 @@ import json
 import random
 import socket
 import sys
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -250,6 +251,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ffstream-fuzz-"))
+    try:
+        report = run(args, work)
+    finally:  # the systems' Redis files and checkpoints
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    raise SystemExit(0 if report["ok"] else 1)
+
+
+def run(args, work: Path) -> dict:
+    """Every phase, each against its own embedded system under ``work``: the report."""
     report = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "loadtests/fuzz.py", *sys.argv[1:]])}
     with system(work / "open", FFS_MAX_SEQ_JUMP="1000000") as base:
         report["fuzz_keys_off"] = fuzz_phase(base, args.requests // 2, False, args.seed)
@@ -261,11 +275,7 @@ def main() -> None:
     with system(work / "churn", FFS_MAX_STREAMS="50", FFS_STREAM_IDLE_S="2") as base:
         report["churn"] = churn_phase(base, 50, 2.0, 3)
     report["ok"] = all(v["ok"] for v in report.values() if isinstance(v, dict))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    raise SystemExit(0 if report["ok"] else 1)
+    return report
 
 
 if __name__ == "__main__":

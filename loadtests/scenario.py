@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -162,6 +163,7 @@ def main() -> None:
             levels.append(level)
     finally:
         system.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # Redis's files, the checkpoints, locust's CSVs (read above)
     import torch
 
     hardware = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, no GPU" if not torch.cuda.is_available() \

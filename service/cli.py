@@ -94,11 +94,18 @@ def _serve(role: str) -> None:
         return
     # Several processes: prometheus-client's multiprocess mode merges their metrics; each worker
     # builds its app from the same FFS_* environment.
+    import shutil
     import tempfile
 
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ffstream-metrics-"))
-    uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.api_workers, **guards)
+    made = None
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # ours to make, and to remove when the API stops
+        made = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ffstream-metrics-")
+    try:
+        uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.api_workers, **guards)
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 @app.command()

@@ -43,3 +43,19 @@ def test_metrics_of_several_api_workers_are_merged(redis_server, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_metrics_folder_made_for_several_workers_is_removed_when_the_api_stops(redis_server, tmp_path):
+    port = free_port()
+    env = {**os.environ, "FFS_REDIS_URL": redis_server.url, "FFS_PORT": str(port), "FFS_API_WORKERS": "2",
+           "FFS_KEY_PREFIX": "apiworkers2", "TMPDIR": str(tmp_path)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "api"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: _healthy(f"http://127.0.0.1:{port}"), 60), "the API did not come up"
+        assert len(list(tmp_path.glob("ffstream-metrics-*"))) == 1  # made for this API's processes
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert not list(tmp_path.glob("ffstream-metrics-*"))
