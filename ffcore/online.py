@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from ffcore.finite import all_finite
 from ffcore.goodness import activity_measure, goodness_sign
-from ffcore.layers import ff_dz
+from ffcore.layers import _activation_derivative, ff_dz
 from ffcore.recurrent import RecurrentFF
 from ffcore.serial import load_tensors, metadata
 from ffcore.state import RecurrentState
@@ -167,6 +167,8 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
         measure = activity_measure(y, kind)  # the loss's and the goodness's
         if grad is not None:
             dz = ff_dz(layer, z, y, phase, measure)
+            if phase == "positive" and layer.config.peer_normalization > 0:
+                add_peer_dz_(layer, z, y, dz, mask)
             if mask is None:
                 grad.add_(i, dz, x_norm)
             elif mask.any():
@@ -174,6 +176,28 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
         new.append(model._damp(ys[i], y))
         good.append(measure if goodness_sign(kind) > 0 else -measure)
     return RecurrentState(new), torch.stack(good, dim=1)
+
+
+def add_peer_dz_(layer, z: torch.Tensor, y: torch.Tensor, dz: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """Footnote 9's peer normalization for frames learned a step at a time (the positive phase
+    only, as in ``FFLinear``): the layer's running mean activity per unit moves towards these
+    frames' (the rows in ``mask``, all if None), and each of those rows of ``dz`` gets the
+    derivative of strength x mean_j (running_j - mean)^2. Per frame, not per batch: ``apply``
+    takes the step's mean, so a step equals ``FFLinear``'s closed form on the same rows."""
+    rows = y if mask is None else y[mask]
+    if not len(rows):
+        return
+    cfg = layer.config
+    running = layer.peer_running_mean * cfg.peer_momentum + rows.mean(dim=0) * (1 - cfg.peer_momentum)
+    layer.peer_running_mean.copy_(running)
+    deviation = running - running.mean()
+    dy = (cfg.peer_normalization * 2 * (1 - cfg.peer_momentum) / rows.shape[1]) * deviation
+    if cfg.activation != "relu":  # dead ReLUs count as having slope 1 (FFLinear._peer_gradient): they come back
+        dy = dy * _activation_derivative(cfg.activation, z if mask is None else z[mask], rows)
+    if mask is None:
+        dz += dy
+    else:
+        dz[mask] += dy
 
 
 def normalized_step(layers, optimizer: torch.optim.Optimizer, grads: list[FFGradient], scale: float = 1.0,

@@ -1,5 +1,6 @@
 """The online-learning contract (ffcore.online) on synthetic data: no Redis, no service."""
 
+import copy
 import tracemalloc
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.layers import LayerConfig
-from ffcore.online import FFGradient, OnlineConfig, OnlineLearner, ReplaySample, negative_gradient
+from ffcore.layers import ff_dz
+from ffcore.online import FFGradient, OnlineConfig, OnlineLearner, ReplaySample, add_peer_dz_, negative_gradient
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 
 
@@ -29,6 +31,28 @@ def test_closed_form_gradient_equals_autograd(activation, goodness):
         # delta_factors is -lr * d(mean loss)/dz by autograd; ours is the sum over frames
         left, right, _ = layer.delta_factors(model._inputs(x, top, state.activities, i), "positive", 1.0)
         assert torch.allclose(learner.positive.weights[i], -(left.T @ right) * 5, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_peer_normalization_of_an_online_step_is_the_offline_layers_closed_form(activation):
+    """FFS_PEER_NORMALIZATION in the service: per frame, so a step's mean equals FFLinear's
+    batch update on the same (positive, labeled) rows."""
+    model = _model(layer=LayerConfig(activation=activation, peer_normalization=0.3))
+    layer = model.layers[0]
+    layer.peer_running_mean.uniform_(0.0, 1.0)
+    x = torch.randn(6, layer.linear.weight.shape[1])
+    z = layer.linear(x)
+    y = layer._act(z)
+    mask = torch.tensor([True, False, True, True, False, True])
+    twin = copy.deepcopy(layer)
+    online = ff_dz(layer, z, y, "positive")
+    add_peer_dz_(layer, z, y, online, mask)
+    offline = ff_dz(twin, z[mask], y[mask], "positive") / 4  # FFLinear averages over the batch's rows
+    twin._peer_gradient(z[mask], y[mask], offline)
+    assert torch.allclose(online[mask] / 4, offline, atol=1e-6)
+    assert torch.equal(online[~mask], ff_dz(twin, z[~mask], y[~mask], "positive"))  # rows not learned: untouched
+    assert torch.allclose(layer.peer_running_mean, twin.peer_running_mean)
+    assert not torch.allclose(online[mask], ff_dz(twin, z[mask], y[mask], "positive"))  # it did add something
 
 
 def test_accumulating_w_frames_equals_one_batched_step():
