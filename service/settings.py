@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     # full rate of R frames/s a step covers at least about R x wake_step_interval_s frames (~192
     # at 7,000 frames/s). Smaller steps cost throughput on 2 cores for little measured learning:
     # 16 x 32 load, interval 0 and cap 150 / 100 / 64: 6,161 / 5,087 / 3,441 frames/s against
-    # 7,324 with the defaults; the service on MNIST 50k x 2: 5.64 / 5.55 / 5.47% against
-    # 5.61-5.88% (docs/RESULTS.md, ninth session). The wake worker's metrics show both:
+    # 7,324 with the defaults; the service on MNIST 50k x 2 in one run: 5.70 / 5.61 / 5.38%
+    # against 5.74% (5.61-5.88% over three runs; docs/RESULTS.md, ninth session). The wake worker's metrics show both:
     # ffstream_positive_step_frames and ffstream_negative_round_trip_seconds.
     wake_window_max: int = Field(150, ge=1, description="frames at which a positive step, once "
                                  "wake_step_interval_s has passed, waits for the last step's negatives (up to "
@@ -119,9 +119,9 @@ class Settings(BaseSettings):
                              "below 0 they run before the API and anything else on the host (needs "
                              "CAP_SYS_NICE, as root has: without it they say so and keep their priority); "
                              "above 0 the API (ingest, predict) runs first")
-    # Until this session the setting reached the layers' config but not the online step (it did
-    # nothing). In-process, MNIST 50k x 2 (one seed): interleaved 4.84% -> 4.74 / 4.62% at 0.3 / 1,
-    # the service's deferred rhythm 5.46% -> 5.43 / 5.51%: within the noise, so it stays off.
+    # Applied per frame in the online positive phase (ffcore.online.add_peer_dz_). In-process,
+    # MNIST 50k x 2, one seed: interleaved 4.84% -> 4.74 / 4.62% at 0.3 / 1, the service's
+    # deferred rhythm 5.46% -> 5.43 / 5.51%: within the noise, so it stays off.
     peer_normalization: float = Field(0.0, ge=0, description="strength of the paper's footnote-9 peer "
                                       "normalization in the positive phase (0: off)")
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden
