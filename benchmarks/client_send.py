@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import sys
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -56,11 +55,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ffstream-send-"))
-    try:
-        result = run(args, work)
-    finally:  # the video, Redis's files and the checkpoints
-        shutil.rmtree(work, ignore_errors=True)
+    # the video, Redis's files and the checkpoints: removed when done, whatever happens
+    with tempfile.TemporaryDirectory(prefix="ffstream-send-", ignore_cleanup_errors=True) as work:
+        result = run(args, Path(work))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -104,23 +103,25 @@ def service_run(args, freeze: bool, settings_env: dict[str, str] | None = None) 
     from service.embedded import free_port
     from service.replay import run_replay
 
-    workdir = Path(tempfile.mkdtemp(prefix="ffs-online-"))
-    # the embedded system's processes read their settings from the environment, as in production
-    env = {"FFS_FREEZE": str(freeze).lower(), "FFS_PORT": str(free_port()), "FFS_WAKE_METRICS_PORT": str(free_port()),
-           "FFS_SLEEP_METRICS_PORT": str(free_port()), "FFS_CHECKPOINT_DIR": str(workdir), "FFS_MAX_STREAM_FPS": "1e6",
-           **(settings_env or {})}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    settings = Settings()
-    out = workdir / "replay.json"
     start = time.perf_counter()
-    code = run_replay(settings, data_dir=args.data_dir, dataset=args.dataset, frames=args.images * args.repeat,
-                      streams=args.streams, repeat=args.repeat, test_size=args.test_size, evaluations=5, out=out,
-                      console=Console(stderr=True))
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    replay = json.loads(out.read_text()) if not code else None
-    shutil.rmtree(workdir, ignore_errors=True)  # Redis's files and the checkpoints
+    # Redis's files and the checkpoints: removed when done, whatever happens
+    with tempfile.TemporaryDirectory(prefix="ffs-online-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        # the embedded system's processes read their settings from the environment, as in production
+        env = {"FFS_FREEZE": str(freeze).lower(), "FFS_PORT": str(free_port()),
+               "FFS_WAKE_METRICS_PORT": str(free_port()), "FFS_SLEEP_METRICS_PORT": str(free_port()),
+               "FFS_CHECKPOINT_DIR": str(workdir), "FFS_MAX_STREAM_FPS": "1e6", **(settings_env or {})}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            out = workdir / "replay.json"
+            code = run_replay(Settings(), data_dir=args.data_dir, dataset=args.dataset,
+                              frames=args.images * args.repeat, streams=args.streams, repeat=args.repeat,
+                              test_size=args.test_size, evaluations=5, out=out, console=Console(stderr=True))
+            replay = json.loads(out.read_text()) if not code else None
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     if code:
         raise SystemExit(f"replay failed with status {code}")
     return {"test_error": replay["curve"][-1]["test_error"], "prequential_error": float("nan"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -31,11 +30,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/faults_kill_wake.json"))
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="ffstream-faults-"))
-    try:
-        run(args, workdir)
-    finally:  # Redis's files and the checkpoints
-        shutil.rmtree(workdir, ignore_errors=True)
+    # Redis's files and the checkpoints: removed when done, whatever happens
+    with tempfile.TemporaryDirectory(prefix="ffstream-faults-", ignore_cleanup_errors=True) as workdir:
+        run(args, Path(workdir))
 
 
 def run(args, workdir: Path) -> None:

@@ -23,7 +23,6 @@ import json
 import random
 import socket
 import sys
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -250,11 +249,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ffstream-fuzz-"))
-    try:
-        report = run(args, work)
-    finally:  # the systems' Redis files and checkpoints
-        shutil.rmtree(work, ignore_errors=True)
+    # the systems' Redis files and checkpoints: removed when done, whatever happens
+    with tempfile.TemporaryDirectory(prefix="ffstream-fuzz-", ignore_cleanup_errors=True) as work:
+        report = run(args, Path(work))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -67,8 +67,7 @@ class Rhythm:
                 return False  # frames keep accumulating: the next step covers them all
             log.warning("no negatives for dream %d after %.1f s: positive step without them",
                         self.awaiting.dream, now - self.awaiting.since)
-            self.metrics.negatives_missed.inc()
-            self.redis.hincrby(self.keys.model, "negatives_missed", 1)
+            self._missed()
             self.release_positive()  # a late answer is still applied if it is not too stale
             self.awaiting = None
             self.sleep_answers = False
@@ -130,10 +129,14 @@ class Rhythm:
         if not self._sleep_unheard:  # said once, until one listens again
             log.warning("no sleep worker is listening for dreams: positive steps go ahead without negatives")
         self._sleep_unheard = True
-        self.metrics.negatives_missed.inc()
-        self.redis.hincrby(self.keys.model, "negatives_missed", 1)
+        self._missed()
         self.release_positive()
         self.awaiting = None
+
+    def _missed(self) -> None:
+        """Count a positive step that goes without its negatives (metric and ``/v1/model``)."""
+        self.metrics.negatives_missed.inc()
+        self.redis.hincrby(self.keys.model, "negatives_missed", 1)
 
     def release_positive(self, publish: bool = True) -> None:
         """Apply the deferred positive step (its negatives are back, or it waits no longer)."""
