@@ -180,13 +180,15 @@ def eval_cmd(
     dataset: Optional[str] = typer.Option(None, help="mnist | fashion-mnist | cifar10 | synthetic (default: the preset's)"),
     split: str = typer.Option("test", help="test | val"),
     device: str = typer.Option("auto"),
+    per_layer: bool = typer.Option(False, help="also the goodness classifier's error on each hidden layer alone "
+                                   "(supervised FF MLPs)"),
 ):
     """Evaluate a checkpoint: error and macro F1 for each prediction method."""
     from ffcore.checkpoint import load_checkpoint, read_checkpoint_meta
     from ffcore.data.datasets import load_dataset
     from ffcore.device import resolve_device
     from ffcore.presets import PRESETS
-    from ffcore.train import evaluate
+    from ffcore.train import evaluate, evaluate_layers
 
     if split not in ("test", "val"):
         raise ValueError(f"split must be test or val, got {split!r}")
@@ -203,6 +205,10 @@ def eval_cmd(
     table = Table("method", "error", "macro F1", title=f"{checkpoint} on {name} {split}")
     for method, r in results.items():
         table.add_row(method, f"{100 * r['error']:.2f}%", f"{r['macro_f1']:.4f}")
+    if per_layer:
+        results["goodness_per_layer"] = evaluate_layers(model, x, y)
+        for which, error in results["goodness_per_layer"].items():
+            table.add_row(f"goodness, {which}", f"{100 * error:.2f}%", "")
     Console().print(table)
     print(json.dumps(results))
 

@@ -188,13 +188,18 @@ class FFMLP(CenteredInput, nn.Module):
     @torch.no_grad()
     def label_goodness(self, x: torch.Tensor) -> torch.Tensor:
         """Goodness accumulated over ``goodness_layers`` with each label written in: (B, C)."""
+        return self.layer_label_goodness(x, self.config.goodness_layer_ids).sum(dim=0)
+
+    @torch.no_grad()
+    def layer_label_goodness(self, x: torch.Tensor, layers: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Each of ``layers``' goodness (all layers if None) with each label written in, from
+        one pass per label: (len(layers), B, C). What each layer alone would classify with."""
         if self.config.mode != "supervised":
             raise ValueError("label goodness needs the label in the input: only supervised FF has it")
+        layers = tuple(range(len(self.layers))) if layers is None else tuple(layers)
         c, b = self.config.num_classes, x.shape[0]
-        layers = self.config.goodness_layer_ids
         ys = self.activities(all_label_inputs(self.prepare(x), c), layers)
-        total = sum(goodness(ys[i], self.config.layer.goodness) for i in layers)
-        return total.view(c, b).T
+        return torch.stack([goodness(ys[i], self.config.layer.goodness).view(c, b).T for i in layers])
 
     @property
     def predict_methods(self) -> tuple[str, ...]:

@@ -88,6 +88,22 @@ def predict_all(model, x: torch.Tensor, method: str | None = None, batch_size: i
     return torch.cat([model.predict(x[i : i + batch_size], method) for i in range(0, len(x), batch_size)])
 
 
+@torch.no_grad()
+def evaluate_layers(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+    """Error of the goodness classifier on each hidden layer alone (``"layer 1"`` is the first),
+    beside the sum the model classifies with (``"sum of layers 2, 3, 4"``): which layers carry
+    the label. Supervised FF MLPs only (the label is written into the input)."""
+    if not hasattr(model, "layer_label_goodness"):
+        raise ValueError("per-layer errors need a supervised FF MLP (the label written into the input); "
+                         f"this checkpoint is a {type(model).__name__}")
+    scores = torch.cat([model.layer_label_goodness(x[i : i + batch_size]) for i in range(0, len(x), batch_size)],
+                       dim=1)  # (L, N, C)
+    out = {f"layer {i + 1}": error_rate(s.argmax(dim=1), y) for i, s in enumerate(scores)}
+    used = model.config.goodness_layer_ids
+    out["sum of layers " + ", ".join(str(i + 1) for i in used)] = error_rate(scores[list(used)].sum(0).argmax(1), y)
+    return out
+
+
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, methods=None) -> dict[str, dict]:
     """Error and macro F1 for each prediction method: ``{method: {"error": .., "macro_f1": ..}}``."""
     out = {}

@@ -23,6 +23,11 @@ def test_train_then_eval_end_to_end_on_synthetic(tmp_path):
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.stdout.strip().splitlines()[-1])
     assert evaluated["softmax"]["error"] == report["test"]["softmax"]["error"]
+    result = runner.invoke(app, ["eval", str(out / "checkpoint"), "--per-layer"])
+    assert result.exit_code == 0, result.output
+    per_layer = json.loads(result.stdout.strip().splitlines()[-1])["goodness_per_layer"]
+    assert "layer 1" in per_layer and per_layer["sum of layers 2, 3"] == report["test"]["goodness"]["error"]
+    assert "goodness, layer 1" in result.output
 
 
 def test_train_on_a_tiny_idx_folder(tmp_path):

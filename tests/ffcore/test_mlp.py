@@ -7,7 +7,7 @@ import torch
 from ffcore.data import load_synthetic
 from ffcore.mlp import FFMLP, MLPConfig
 from ffcore.presets import get_preset
-from ffcore.train import evaluate, fit
+from ffcore.train import evaluate, evaluate_layers, fit
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,36 @@ def test_label_goodness_equals_per_label_forward_passes():
         ys = model.activities(model.encode(x, torch.full((4,), c)))
         expected = ys[1].square().sum(1) + ys[2].square().sum(1)
         assert torch.allclose(scores[:, c], expected, rtol=1e-5)
+
+
+def test_each_layers_label_goodness_is_that_layers_own_pass_and_sums_to_the_classifiers():
+    torch.manual_seed(0)
+    model = FFMLP(MLPConfig(input_dim=36, widths=(8, 8, 8), image_shape=(6, 6)))
+    x = torch.rand(4, 36)
+    per_layer = model.layer_label_goodness(x)
+    assert per_layer.shape == (3, 4, 10)
+    for c in range(10):
+        ys = model.activities(model.encode(x, torch.full((4,), c)))
+        for i in range(3):
+            assert torch.allclose(per_layer[i, :, c], ys[i].square().sum(1), rtol=1e-5)
+    assert torch.allclose(per_layer[1:].sum(0), model.label_goodness(x), rtol=1e-5)
+    assert torch.equal(model.layer_label_goodness(x, (2,)), per_layer[2:])
+
+
+def test_per_layer_errors_name_each_layer_and_the_sum_the_model_classifies_with(synthetic):
+    torch.manual_seed(0)
+    preset = get_preset("synthetic-ff")
+    model = FFMLP(preset.model)
+    fit(model, synthetic, epochs=preset.epochs, seed=0, eval_every=100)
+    errors = evaluate_layers(model, synthetic.test_x, synthetic.test_y)
+    layers = len(preset.model.widths)
+    assert list(errors)[:layers] == [f"layer {i + 1}" for i in range(layers)]
+    summed = "sum of layers " + ", ".join(str(i + 1) for i in preset.model.goodness_layer_ids)
+    assert errors[summed] == evaluate(model, synthetic.test_x, synthetic.test_y, 10, ("goodness",))["goodness"]["error"]
+    assert all(0 <= e < 0.1 for e in errors.values()), errors  # measured 0-1.2% (chance 90%)
+    unsup = FFMLP(MLPConfig(input_dim=36, widths=(8, 8, 8), image_shape=(6, 6), mode="unsupervised", negatives="hybrid"))
+    with pytest.raises(ValueError, match="only supervised FF"):
+        evaluate_layers(unsup, torch.rand(2, 36), torch.zeros(2, dtype=torch.int64))
 
 
 def test_unsupervised_model_has_no_label_goodness():
