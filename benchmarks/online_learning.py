@@ -13,8 +13,9 @@ turn and advance one frame per step. Conditions:
       frames, a dream of ``sleep_sample`` of them, the negatives applied before the next step;
       ``--staleness`` > 0 applies them that many positive steps late; "deferred" holds the
       positive step back with its negatives (the service's rhythm: the sleep worker dreams on
-      the weights the step would make, ``OnlineLearner.lookahead``; frames stepped meanwhile see
-      weights one whole step old);
+      the weights the step would make, ``OnlineLearner.lookahead``, which include the step
+      before it; frames stepped meanwhile see weights one whole step old);
+      ``--matched-windows``: (c) and the deferred (d) with steps of the same size, side by side;
   (ff-frozen) -- (d) with the FF layers frozen: only the readout learns;
   (e) logistic regression on raw pixels, SGD, one image at a time;
   (f) a backprop MLP of the same widths, Adam, one image at a time.
@@ -69,6 +70,12 @@ def ff_online(settings: Settings, x, y, x_test, y_test, *, streams: int, repeat:
             state, hits = out.state, hits + int((out.logits.argmax(1) == yb).sum())
             if learner.positive.count >= window:
                 positive, sample = learner.take_positive(), learner.take_replay()
+                # Deferred, the service steps only once the last dream's negatives are back
+                # (service.wake.rhythm): the steps still pending go in before the new dream's
+                # weights are made, so with staleness 1 those weights include the step before.
+                while defer and pending and len(pending) >= staleness:
+                    for g in pending.pop(0):
+                        learner.apply(g)
                 if defer:  # the service's rhythm: the dream's weights look ahead, the live ones wait
                     ahead = learner.lookahead(positive)
                     if dtype != torch.float32:  # what FFS_DREAM_DTYPE does to the weights on the way
@@ -180,6 +187,9 @@ def main() -> None:
     ap.add_argument("--deferred-windows", type=int, nargs="*", default=[],
                     help="also the deferred rhythm (staleness 1) with positive steps of this many frames, each "
                     "phase's step sized as the service sizes it (the mean over its frames, at least FFS_WAKE_WINDOW)")
+    ap.add_argument("--matched-windows", type=int, nargs="*", default=[],
+                    help="also (c) and the deferred rhythm (d) with positive steps of these many frames each, "
+                    "every step a full mean: what separating the phases costs at a matched step size")
     ap.add_argument("--learning-rates", type=float, nargs="*", default=[],
                     help="also (c), (d) and (d) deferred with these FFS_LEARNING_RATE values")
     ap.add_argument("--dream-dtypes", nargs="*", default=[], choices=list(model_io.DREAM_DTYPES),
@@ -241,6 +251,11 @@ def main() -> None:
     for w in args.deferred_windows:
         report(f"d deferred window {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=1, defer=True,
                                                    step_frames=settings.wake_window, **common))
+    for w in args.matched_windows:
+        report(f"c interleaved, steps of {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=0,
+                                                         **common))
+        report(f"d deferred, steps of {w}", ff_online(settings, x, y, x_test, y_test, window=w, staleness=1,
+                                                      defer=True, **common))
     for lr in args.learning_rates:
         at = settings.model_copy(update={"learning_rate": lr})
         report(f"c interleaved lr {lr:g}", ff_online(at, x, y, x_test, y_test, window=args.streams, staleness=0,

@@ -51,6 +51,7 @@ CONDITIONS = [
     ("deferred, 2 steps", {}, 2, True),
     ("deferred, learning rate 0.75", {"learning_rate": 0.75}, 1, True),
     ("deferred, learning rate 1.25", {"learning_rate": 1.25}, 1, True),
+    ("deferred, learning rate 1.5", {"learning_rate": 1.5}, 1, True),
     # the precision of dreams, both named: bfloat16 is the default since 2026-12-01
     ("deferred, float32 dreams", {"dream_dtype": "float32"}, 1, True),
     ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
