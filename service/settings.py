@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     # them by one step was worse on every data set measured, docs/RESULTS.md).
     # The step is normalized by each layer's input width, so learning_rate is the fraction of
     # each pre-activation's loss derivative taken per step, whatever the widths. 1.25: under the
-    # deferred rhythm (steps one round trip late) it beat 0.75, 1.0 and 1.5 on MNIST and three
-    # variants of other statistics (docs/RESULTS.md, tenth session).
+    # deferred rhythm (steps one round trip late) it beat 0.75 and 1.0 on MNIST and on three
+    # variants of other statistics, and 1.5 on three of the four (docs/RESULTS.md, tenth session).
     learning_rate: float = Field(1.25, gt=0, le=100.0, description="normalized FF step (both phases)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
