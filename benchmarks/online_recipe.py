@@ -55,6 +55,8 @@ CONDITIONS = [
     # the precision of dreams, both named: bfloat16 is the default since 2026-12-01
     ("deferred, float32 dreams", {"dream_dtype": "float32"}, 1, True),
     ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
+    ("deferred, window 16", {"wake_window": 16}, 1, True),
+    ("deferred, window 32", {"wake_window": 32}, 1, True),
     ("deferred, steps of 160", {}, 1, True, 160),
     ("deferred, steps of 240", {}, 1, True, 240),
     ("readout not averaged", {"readout_average": 0}, 0, False),
