@@ -329,16 +329,26 @@ class FFLayer(nn.Module, ABC):
         """Footnote 9 in closed form, as ``_peer_loss`` through autograd: updates the running mean
         and adds the regularizer's derivative to the positive rows' ``dz_pos`` (in place).
         Returns the regularizer's value (times its strength)."""
+        dz, deviation = self.peer_dz(z_pos, y_pos, per=len(y_pos))
+        dz_pos += dz
+        return float(self.config.peer_normalization * deviation.square().mean())
+
+    def peer_dz(self, z_pos: torch.Tensor, y_pos: torch.Tensor, per: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moves the running mean towards these positive rows and returns (each row's derivative
+        of the regularizer with respect to its pre-activations, divided by ``per``; each unit's
+        deviation from the layer's mean). ``per`` = the rows for a batch's mean loss (``FFLinear``),
+        1 for a sum over frames whose mean is taken later (``ffcore.online``)."""
         cfg = self.config
-        m, n_rows, n_units = cfg.peer_momentum, len(y_pos), y_pos.shape[1]
+        m, n_units = cfg.peer_momentum, y_pos.shape[1]
         running = self.peer_running_mean * m + y_pos.mean(dim=0) * (1 - m)
         self.peer_running_mean.copy_(running)
         deviation = running - running.mean()
         # d/dy[b, j] of strength * mean_j (running_j - mean)^2, the mean held fixed
-        dy = (cfg.peer_normalization * 2 * deviation / n_units * (1 - m) / n_rows)[None, :]
+        dy = (cfg.peer_normalization * 2 * deviation / n_units * (1 - m) / per)[None, :]
         # Dead ReLUs count as having slope 1 here (see _peer_loss), so they can come back.
-        dz_pos += dy if cfg.activation == "relu" else dy * _activation_derivative(cfg.activation, z_pos, y_pos)
-        return float(cfg.peer_normalization * deviation.square().mean())
+        if cfg.activation == "relu":
+            return dy, deviation
+        return dy * _activation_derivative(cfg.activation, z_pos, y_pos), deviation
 
     def weight_gradient(self, dz: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
         """``dz.T @ x_norm``: the weight gradient of a batch, a sum of outer products."""

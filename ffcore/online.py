@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from ffcore.finite import all_finite
 from ffcore.goodness import activity_measure, goodness_sign
-from ffcore.layers import _activation_derivative, ff_dz
+from ffcore.layers import ff_dz
 from ffcore.recurrent import RecurrentFF
 from ffcore.serial import load_tensors, metadata
 from ffcore.state import RecurrentState
@@ -187,17 +187,11 @@ def add_peer_dz_(layer, z: torch.Tensor, y: torch.Tensor, dz: torch.Tensor, mask
     rows = y if mask is None else y[mask]
     if not len(rows):
         return
-    cfg = layer.config
-    running = layer.peer_running_mean * cfg.peer_momentum + rows.mean(dim=0) * (1 - cfg.peer_momentum)
-    layer.peer_running_mean.copy_(running)
-    deviation = running - running.mean()
-    dy = (cfg.peer_normalization * 2 * (1 - cfg.peer_momentum) / rows.shape[1]) * deviation
-    if cfg.activation != "relu":  # dead ReLUs count as having slope 1 (FFLinear._peer_gradient): they come back
-        dy = dy * _activation_derivative(cfg.activation, z if mask is None else z[mask], rows)
+    peer, _ = layer.peer_dz(z if mask is None else z[mask], rows)
     if mask is None:
-        dz += dy
+        dz += peer
     else:
-        dz[mask] += dy
+        dz[mask] += peer
 
 
 def normalized_step(layers, optimizer: torch.optim.Optimizer, grads: list[FFGradient], scale: float = 1.0,
