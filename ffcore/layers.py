@@ -40,7 +40,9 @@ class LayerConfig:
     goodness: str = "max_ssq"
     loss: str = "logistic"  # "logistic" (paper eq. 1 with a threshold) or "symmetric" (goodness gap)
     symmetric_alpha: float = 4.0
-    peer_normalization: float = 0.0  # strength of the footnote-9 regularizer; 0 turns it off
+    # Footnote 9: each positive example pushes unit j's pre-activation by this times (the unit's
+    # running mean activity - the layer's mean of them); 0 turns it off (FFLayer.peer_dz).
+    peer_normalization: float = 0.0
     peer_momentum: float = 0.9  # running mean of each unit's activity
     optimizer: str = "sgd"
     lr: float = 1e-3
@@ -231,13 +233,18 @@ class FFLayer(nn.Module, ABC):
         return self._act(self.pre_activation(x))
 
     def _peer_loss(self, z_pos: torch.Tensor, y_pos: torch.Tensor) -> torch.Tensor:
+        """Footnote 9 through autograd (``peer_dz`` is the closed form): a term whose gradient is
+        the regularizer's derivative, ``deviation_j`` per positive row of unit j, and whose value
+        is 0.5 * sum_j deviation_j^2 (``config.peer_normalization`` multiplies both)."""
         # Dead ReLUs have no derivative; pretend they do (identity derivative) so their incoming
         # weights still grow towards the layer's mean activity (footnote 9).
         y = z_pos - (z_pos - y_pos).detach() if self.config.activation == "relu" else y_pos
         m = self.config.peer_momentum
-        running = self.peer_running_mean.detach() * m + y.mean(dim=0) * (1 - m)
-        self.peer_running_mean.copy_(running.detach())
-        return (running - running.mean().detach()).square().mean()
+        running = self.peer_running_mean * m + y.detach().mean(dim=0) * (1 - m)
+        self.peer_running_mean.copy_(running)
+        deviation = running - running.mean()
+        surrogate = (deviation * y.mean(dim=0)).sum()
+        return surrogate - surrogate.detach() + 0.5 * deviation.square().sum()
 
     def local_loss(self, x_pos: torch.Tensor | None, x_neg: torch.Tensor | None):
         """Local objective on detached inputs. Returns (loss, y_pos, y_neg)."""
@@ -328,10 +335,10 @@ class FFLayer(nn.Module, ABC):
     def _peer_gradient(self, z_pos: torch.Tensor, y_pos: torch.Tensor, dz_pos: torch.Tensor) -> float:
         """Footnote 9 in closed form, as ``_peer_loss`` through autograd: updates the running mean
         and adds the regularizer's derivative to the positive rows' ``dz_pos`` (in place).
-        Returns the regularizer's value (times its strength)."""
+        Returns the regularizer's value (times its strength), as ``_peer_loss`` reports it."""
         dz, deviation = self.peer_dz(z_pos, y_pos, per=len(y_pos))
         dz_pos += dz
-        return float(self.config.peer_normalization * deviation.square().mean())
+        return float(self.config.peer_normalization * 0.5 * deviation.square().sum())
 
     def peer_dz(self, z_pos: torch.Tensor, y_pos: torch.Tensor, per: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Moves the running mean towards these positive rows and returns (each row's derivative
@@ -339,12 +346,16 @@ class FFLayer(nn.Module, ABC):
         deviation from the layer's mean). ``per`` = the rows for a batch's mean loss (``FFLinear``),
         1 for a sum over frames whose mean is taken later (``ffcore.online``)."""
         cfg = self.config
-        m, n_units = cfg.peer_momentum, y_pos.shape[1]
+        m = cfg.peer_momentum
         running = self.peer_running_mean * m + y_pos.mean(dim=0) * (1 - m)
         self.peer_running_mean.copy_(running)
         deviation = running - running.mean()
-        # d/dy[b, j] of strength * mean_j (running_j - mean)^2, the mean held fixed
-        dy = (cfg.peer_normalization * 2 * deviation / n_units * (1 - m) / per)[None, :]
+        # The paper's "additional derivative" (footnote 9, as in its author's code): each positive
+        # row's unit j is pushed by strength x (running_j - the layer's mean), a step in the units
+        # of the FF derivative whatever the width. (Until 2026-12-01 this was the derivative of
+        # strength x mean_j deviation_j^2 through the running mean, 2 (1 - m) / width times as
+        # large: at 0.03 and 2000 units, 3e-6, so the regularizer did nothing.)
+        dy = (cfg.peer_normalization * deviation / per)[None, :]
         # Dead ReLUs count as having slope 1 here (see _peer_loss), so they can come back.
         if cfg.activation == "relu":
             return dy, deviation
