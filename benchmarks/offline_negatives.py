@@ -28,7 +28,7 @@ import torch
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
-from ffcore.layers import LayerConfig
+from ffcore.presets import FF_LAYER
 from ffcore.metrics import error_rate
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from ffcore.train import predict_all
@@ -130,7 +130,9 @@ def main() -> None:
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed)
     data = replace(data, train_x=data.train_x[: args.train_size], train_y=data.train_y[: args.train_size],
                    val_x=data.val_x[: args.val_size], val_y=data.val_y[: args.val_size])
-    layer = LayerConfig(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=3e-4, peer_normalization=0.03)
+    # the recurrent presets' recipe (ffcore.presets.FF_LAYER; its results were measured without
+    # peer normalization)
+    layer = FF_LAYER
     config = RecurrentConfig(input_dim=data.input_dim, num_classes=data.num_classes, widths=tuple(args.widths),
                              iterations=args.iterations, eval_window=(min(3, args.iterations), min(5, args.iterations)),
                              layer=layer)

@@ -8,7 +8,7 @@ Settings: widths, damping, readout):
     worker's queue;
   - in-process: ``RecurrentFF.train_batch`` -- mini-batches of 100 images, ``repeat`` damped
     iterations each with interleaved positive and negative updates, the library's own
-    recipe (SGD with momentum, peer normalization).
+    recipe (SGD with momentum: ffcore.presets.FF_LAYER).
 Each is scored by its softmax readout on the same test images. One run, side by side:
 
     python benchmarks/service_vs_inprocess.py --data-dir ../shared/data/mnist --out docs/service_vs_inprocess.json

@@ -121,9 +121,12 @@ class Settings(BaseSettings):
                              "below 0 they run before the API and anything else on the host (needs "
                              "CAP_SYS_NICE, as root has: without it they say so and keep their priority); "
                              "above 0 the API (ingest, predict) runs first")
-    # Applied per frame in the online positive phase (ffcore.online.add_peer_dz_). In-process,
-    # MNIST 50k x 2, one seed: interleaved 4.84% -> 4.74 / 4.62% at 0.3 / 1, the service's
-    # deferred rhythm 5.46% -> 5.43 / 5.51%: within the noise, so it stays off.
+    # Applied per frame in the online positive phase (ffcore.online.add_peer_dz_): each frame
+    # pushes unit j's pre-activation by this x (its running mean activity - the layer's mean),
+    # the paper's additional derivative (FFLayer.peer_dz). Before 2026-12-01 the same number meant
+    # 2 (1 - 0.9) / 256 = 1/1280 of that at the default widths: the ninth session's 0.3 and 1 (MNIST
+    # 50k x 2, in-process: interleaved 4.84% -> 4.74 / 4.62%, deferred 5.46% -> 5.43 / 5.51%,
+    # within the noise) were 2.3e-4 and 7.8e-4 on today's scale.
     peer_normalization: float = Field(0.0, ge=0, description="strength of the paper's footnote-9 peer "
                                       "normalization in the positive phase (0: off)")
     # The readout's inputs are length-normalized activities, so |x|^2 equals the total hidden

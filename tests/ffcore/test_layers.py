@@ -88,6 +88,23 @@ def test_peer_normalization_revives_dead_units():
             assert layer.linear.bias[0].item() > -100.0
 
 
+@pytest.mark.parametrize("width", [40, 400])
+def test_peer_normalization_pushes_each_unit_by_its_deviation_whatever_the_width(width):
+    """Footnote 9 as the paper's code applies it: every positive row's unit j gets the additional
+    derivative strength x (running mean_j - the layer's mean of them), not divided by the width
+    (until 2026-12-01 it was, which made the presets' 0.03 a no-op at 2000 units)."""
+    layer = FFLinear(20, width, threshold=float(width),
+                     config=LayerConfig(peer_normalization=0.5, peer_momentum=0.0))
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, width, generator=g) + torch.linspace(-1, 2, width)  # units of different mean activity
+    y = torch.relu(z)
+    dz, deviation = layer.peer_dz(z, y, per=4)
+    expected = 0.5 * (y.mean(dim=0) - y.mean()) / 4
+    torch.testing.assert_close(dz, expected.expand_as(dz))
+    # a descent step lowers the most active unit and raises the least active (dead ones too), by O(1)
+    assert dz[0, -1] > 0.05 and dz[0, 0] < -0.05
+
+
 def test_peer_running_mean_tracks_activity():
     layer = _layer(LayerConfig(peer_normalization=0.1, peer_momentum=0.0))
     x = torch.rand(16, 20)
