@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=150)
     parser.add_argument("--lr", type=float, default=NextCharConfig.lr, help="FF layers' normalized step")
     parser.add_argument("--readout-lr", type=float, default=NextCharConfig.readout_lr)
+    parser.add_argument("--peer-normalization", type=float, default=0.0,
+                        help="strength of the paper's footnote-9 peer normalization in the positive phase (0: off)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--threads", type=int, default=2)
@@ -101,7 +103,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, held = load_aesop(args.data_dir)
-    config = NextCharConfig(hidden=args.hidden, lr=args.lr, readout_lr=args.readout_lr, seed=args.seed)
+    config = NextCharConfig(hidden=args.hidden, lr=args.lr, readout_lr=args.readout_lr,
+                            peer_normalization=args.peer_normalization, seed=args.seed)
     regimes = [r.strip() for r in args.regimes.split(",")]
     results = {}
     with Progress() as progress:

@@ -60,6 +60,11 @@ CONDITIONS = [
     ("deferred, steps of 160", {}, 1, True, 160),
     ("deferred, steps of 240", {}, 1, True, 240),
     ("readout not averaged", {"readout_average": 0}, 0, False),
+    # footnote 9 on the scale of the paper's code (since 2026-12-01; the ninth session's trials
+    # were 1/1280 of these): 0.02 is the fully connected presets' strength
+    ("peer normalization 0.02", {"peer_normalization": 0.02}, 0, False),
+    ("deferred, peer normalization 0.02", {"peer_normalization": 0.02}, 1, True),
+    ("deferred, peer normalization 0.005", {"peer_normalization": 0.005}, 1, True),
     ("logistic temperature 0.25", {"temperature": 0.25}, 0, False),
 ]
 

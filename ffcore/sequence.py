@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ffcore.data.text import ALPHABET
 from ffcore.goodness import direction, goodness
 from ffcore.layers import FFLinear, LayerConfig, ff_dz, threshold_schedule
-from ffcore.online import FFGradient, normalized_step
+from ffcore.online import FFGradient, add_peer_dz_, normalized_step
 
 REGIMES = ("fixed", "combined", "offline")
 CHUNK = 4096  # windows per matrix product: bounds memory at the paper's width
@@ -48,6 +48,7 @@ class NextCharConfig:
     momentum: float = 0.0  # 0: the offline regime's two steps equal the combined one but for staleness
     readout_lr: float = 0.05  # softmax: Adam on the full-batch cross-entropy
     temperature: float = 0.0  # LayerConfig.temperature (0: the paper's eq. 1)
+    peer_normalization: float = 0.0  # LayerConfig.peer_normalization, in the positive phase
     seed: int = 0
 
     def __post_init__(self):
@@ -57,6 +58,8 @@ class NextCharConfig:
             raise ValueError(f"learning rates must be > 0; got lr={self.lr}, readout_lr={self.readout_lr}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.peer_normalization < 0:
+            raise ValueError(f"peer_normalization must be >= 0, got {self.peer_normalization}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
@@ -68,7 +71,7 @@ class NextCharFF(nn.Module):
         super().__init__()
         self.config, self.symbols = config, symbols
         torch.manual_seed(config.seed)
-        layer_config = LayerConfig(temperature=config.temperature)
+        layer_config = LayerConfig(temperature=config.temperature, peer_normalization=config.peer_normalization)
         widths = (config.hidden,) * config.depth
         ins = (config.context * symbols,) + widths[:-1]
         self.layers = nn.ModuleList(FFLinear(d, n, t, layer_config)
@@ -106,7 +109,10 @@ class NextCharFF(nn.Module):
                 x_norm = layer.normalized_input(x)
                 z = layer.linear(x_norm)
                 x = layer._act(z)
-                grad.add_(i, ff_dz(layer, z, x, phase), x_norm)
+                dz = ff_dz(layer, z, x, phase)
+                if phase == "positive" and layer.config.peer_normalization > 0:
+                    add_peer_dz_(layer, z, x, dz)
+                grad.add_(i, dz, x_norm)
                 total[i] += float(goodness(x, layer.config.goodness).sum()) / layer.threshold
         grad.count += len(windows)
         return (total / len(windows)).tolist()

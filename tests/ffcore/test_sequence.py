@@ -84,3 +84,19 @@ def test_offline_dreams_its_negatives_with_the_updated_weights():
     combined = _model()
     update(combined, strings, "combined", torch.Generator().manual_seed(3))
     assert not all(torch.allclose(a, b) for a, b in zip(_ff_weights(model), _ff_weights(combined)))
+
+
+def test_peer_normalization_adds_footnote_9_to_the_positive_phase_only():
+    strings = _strings()
+    _, _, positives = windows_of(strings, 4)
+    grads = {}
+    for peer in (0.0, 0.5):
+        model = _model(peer_normalization=peer)
+        for phase in ("positive", "negative"):
+            grads[peer, phase] = FFGradient.zeros_like(model)
+            model.add_ff_gradient(positives, phase, grads[peer, phase])
+        moved = not torch.equal(model.layers[0].peer_running_mean, torch.full((16,), 0.5))
+        assert moved == (peer > 0)  # the running means move only when it is on
+    for i in range(2):
+        assert not torch.allclose(grads[0.0, "positive"].biases[i], grads[0.5, "positive"].biases[i])
+        torch.testing.assert_close(grads[0.0, "negative"].biases[i], grads[0.5, "negative"].biases[i])
