@@ -32,6 +32,7 @@ CONDITIONS = {
     "peer normalization 0.06": {"peer_normalization": 0.06},
     "peer normalization 0.006": {"peer_normalization": 0.006},
     "weight decay 1e-3": {"weight_decay": 1e-3},
+    "weight decay 2e-3": {"weight_decay": 2e-3},
 }
 UNIT_SAMPLE = 2000  # validation images (with their labels written in) the unit statistics are taken on
 
