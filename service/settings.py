@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     # at 7,000 frames/s). Smaller steps cost throughput on 2 cores for little measured learning:
     # 16 x 32 load, interval 0 and cap 150 / 100 / 64: 6,161 / 5,087 / 3,441 frames/s against
     # 7,324 with the defaults; the service on MNIST 50k x 2 in one run: 5.70 / 5.61 / 5.38%
-    # against 5.74% (5.61-5.88% over three runs; docs/RESULTS.md, ninth session). The wake worker's metrics show both:
+    # against 5.74% (5.61-5.88% over three runs; docs/RESULTS.md, ninth session; all at the
+    # learning rate of 1.0 then). At today's 1.25, cap 64 and interval 0 gave 5.19% against
+    # 5.39-5.46% (tenth session). The wake worker's metrics show both:
     # ffstream_positive_step_frames and ffstream_negative_round_trip_seconds.
     wake_window_max: int = Field(150, ge=1, description="frames at which a positive step, once "
                                  "wake_step_interval_s has passed, waits for the last step's negatives (up to "
