@@ -28,8 +28,8 @@ import torch
 from ffcore.checkpoint import from_bytes, to_bytes
 from ffcore.data.datasets import load_dataset
 from ffcore.experiment import hardware
-from ffcore.presets import FF_LAYER
 from ffcore.metrics import error_rate
+from ffcore.presets import FF_LAYER
 from ffcore.recurrent import RecurrentConfig, RecurrentFF
 from ffcore.train import predict_all
 

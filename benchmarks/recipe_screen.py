@@ -5,7 +5,8 @@ layer's goodness classifier alone on the validation set (``ffcore eval --per-lay
 units share the work (dead units, the fraction active, the spread of the units' mean activities),
 which is what peer normalization (paper footnote 9) is meant to keep "similar, but not too similar".
 
-    python benchmarks/recipe_screen.py --data-dir ../shared/data/mnist --epochs 12 --out docs/recipe_screen11.json
+    python benchmarks/recipe_screen.py --data-dir ../shared/data/mnist --epochs 30 --conditions recipe \
+        "no peer normalization" "weight decay 1e-3" "weight decay 2e-3" --out docs/recipe_screen11_30epochs.json
 
 Conditions run in ``--jobs`` processes of one thread each (deterministic: the same numbers
 whatever the jobs). A screen of a few epochs ranks changes; it does not replace the preset's run.
