@@ -239,10 +239,7 @@ class FFLayer(nn.Module, ABC):
         # Dead ReLUs have no derivative; pretend they do (identity derivative) so their incoming
         # weights still grow towards the layer's mean activity (footnote 9).
         y = z_pos - (z_pos - y_pos).detach() if self.config.activation == "relu" else y_pos
-        m = self.config.peer_momentum
-        running = self.peer_running_mean * m + y.detach().mean(dim=0) * (1 - m)
-        self.peer_running_mean.copy_(running)
-        deviation = running - running.mean()
+        _, deviation = self.peer_dz(z_pos.detach(), y_pos.detach())  # moves the running mean
         surrogate = (deviation * y.mean(dim=0)).sum()
         return surrogate - surrogate.detach() + 0.5 * deviation.square().sum()
 
