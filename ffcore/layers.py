@@ -337,6 +337,7 @@ class FFLayer(nn.Module, ABC):
         dz_pos += dz
         return float(self.config.peer_normalization * 0.5 * deviation.square().sum())
 
+    @torch.no_grad()  # a closed form: no graph may reach the running-mean buffer
     def peer_dz(self, z_pos: torch.Tensor, y_pos: torch.Tensor, per: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Moves the running mean towards these positive rows and returns (each row's derivative
         of the regularizer with respect to its pre-activations, divided by ``per``; each unit's

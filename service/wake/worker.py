@@ -105,11 +105,19 @@ class WakeWorker(Checkpoints, Rhythm, Negatives):
         self.setup()
         self.recover()
         outage = RedisOutage("wake")
+        reread = False
         while self.running:
             try:
-                self.poll(pending=False)
+                self.poll(pending=reread)
+                reread = False
                 outage.over()
             except REDIS_ERRORS as e:  # Redis restarting: keep the weights, wait, carry on
+                # A read whose reply the outage swallowed left its entries delivered to this
+                # consumer (pending) but never seen, and a read of new entries (">") never returns
+                # them again; an error inside ``process`` leaves read entries unapplied. So the
+                # first read after an outage re-reads the pending entries, before any newer entry
+                # of their streams moves ``last_ids`` past them (those already applied are skipped).
+                reread = True
                 outage.wait(e)
         if self.subscription is not None:
             self.subscription.close()

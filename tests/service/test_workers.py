@@ -4,15 +4,17 @@ import time
 
 import numpy as np
 import pytest
+import redis
 import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ffcore.online import FFGradient
-from service.keys import Keys
+from service.keys import WAKE_GROUP, Keys
 from service.redis_io import Dream, NegativeUpdate, enqueue_frames, receive, ring_sleep, sync_client
 from service.sleep import SleepWorker
 from service.wake import WakeError, WakeWorker
+from service.wake.worker import CONSUMER
 
 
 def _post(redis, keys, stream, value, label=-1, seq=-1):
@@ -143,6 +145,39 @@ def test_a_crash_redoes_exactly_the_frames_after_the_last_checkpoint(settings, s
     assert sync_redis.hget(keys.stream("a"), "applied") == b"6"
     third.checkpoint()
     assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0 and kept
+
+
+class SwallowingWake(RecordingWake):
+    """Its first read of new frames is swallowed by an outage: Redis delivered the entries to this
+    consumer (they are pending) but the reply never came; then more frames of the same stream
+    arrive. Stops once it has applied ``until`` frames of stream "a" (or after 20 polls)."""
+
+    def __init__(self, *a, until: int, **k):
+        super().__init__(*a, **k)
+        self.until, self.polls = until, []
+
+    def poll(self, pending=False):
+        self.polls.append(pending)
+        if len(self.polls) == 1:
+            self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: ">"})  # delivered; the reply is lost
+            for seq in range(3, 5):
+                _post(self.redis, self.keys, "a", 0.5, label=1, seq=seq)
+            raise redis.ConnectionError("connection reset by peer (Redis shutting down)")
+        applied = super().poll(pending)
+        self.running = self.applied.get("a", 0) < self.until and len(self.polls) < 20
+        return applied
+
+
+def test_entries_whose_read_an_outage_swallowed_are_read_again_before_newer_ones(settings, sync_redis):
+    keys = Keys(settings.key_prefix)
+    for seq in range(3):
+        _post(sync_redis, keys, "a", 0.5, label=1, seq=seq)
+    wake = SwallowingWake(settings, sync_client(settings), until=5)
+    wake.run()  # the real loop: the error, the outage's wait, the next polls, a checkpoint at the end
+    assert wake.polls[:2] == [False, True]  # the first read after the outage is of the pending entries
+    assert [seq for call in wake.calls for _, seq in call] == [0, 1, 2, 3, 4]  # each frame once, in order
+    assert sync_redis.hget(keys.stream("a"), "applied") == b"5"
+    assert sync_redis.xpending(keys.frames, "wake")["pending"] == 0  # all acknowledged by the final checkpoint
 
 
 def test_sleep_pushes_negatives_and_wake_applies_fresh_rejects_stale(settings, sync_redis):
