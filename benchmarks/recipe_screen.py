@@ -8,8 +8,8 @@ which is what peer normalization (paper footnote 9) is meant to keep "similar, b
     python benchmarks/recipe_screen.py --data-dir ../shared/data/mnist --epochs 30 --conditions recipe \
         "no peer normalization" "weight decay 1e-3" "weight decay 2e-3" --out docs/recipe_screen11_30epochs.json
 
-Conditions run in ``--jobs`` processes of one thread each (deterministic: the same numbers
-whatever the jobs). A screen of a few epochs ranks changes; it does not replace the preset's run.
+Conditions run in ``--jobs`` processes of ``--threads`` torch threads each (deterministic for a
+given thread count: the same numbers whatever the jobs). A screen of a few epochs ranks changes; it does not replace the preset's run.
 """
 
 from __future__ import annotations
@@ -49,20 +49,25 @@ def unit_statistics(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     return stats
 
 
-def screen(preset_name: str, changes: dict, data_dir: str, epochs: int, seed: int) -> dict:
+def screen(preset_name: str, changes: dict, data_dir: str, epochs: int, seed: int, threads: int = 1) -> dict:
     from ffcore.checkpoint import build_model
     from ffcore.data.datasets import load_dataset
     from ffcore.presets import get_preset
     from ffcore.train import evaluate, evaluate_layers, fit
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     preset = get_preset(preset_name)
     config = replace(preset.model, layer=replace(preset.model.layer, **changes))
     torch.manual_seed(seed)  # as ffcore.experiment.run_preset: the same initial weights
     data = load_dataset(preset.dataset, data_dir, seed=seed)
     model = build_model(preset.kind, config)
     start = time.perf_counter()
-    fit(model, data, epochs=epochs, batch_size=preset.batch_size, seed=seed, eval_every=epochs)
+    name = next((k for k, v in CONDITIONS.items() if v == changes), str(changes))
+
+    def progress(record) -> None:  # one line per epoch: a long screen shows where it is
+        print(f"[{name}] epoch {record.epoch}/{epochs}: loss {record.train_loss:.3f}, {record.seconds:.0f} s", flush=True)
+
+    fit(model, data, epochs=epochs, batch_size=preset.batch_size, seed=seed, eval_every=epochs, on_epoch=progress)
     result = {"changes": changes, "seconds": round(time.perf_counter() - start, 1)}
     for split, x, y in (("val", data.val_x, data.val_y), ("test", data.test_x, data.test_y)):
         result[split] = {m: r["error"] for m, r in evaluate(model, x, y, data.num_classes).items()}
@@ -80,13 +85,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--conditions", nargs="+", default=["recipe", "no peer normalization", "peer normalization 0.06"],
                     choices=list(CONDITIONS), metavar="NAME", help=f"which to run, of: {'; '.join(CONDITIONS)}")
-    ap.add_argument("--jobs", type=int, default=2, help="conditions trained at once, one thread each")
+    ap.add_argument("--jobs", type=int, default=2, help="conditions trained at once")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each job (jobs x threads <= cores)")
     ap.add_argument("--out", type=Path, default=Path("docs/recipe_screen.json"))
     args = ap.parse_args()
-    if args.epochs < 1 or args.jobs < 1:
-        ap.error("--epochs and --jobs must be >= 1")
+    if min(args.epochs, args.jobs, args.threads) < 1:
+        ap.error("--epochs, --jobs and --threads must be >= 1")
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(screen, args.preset, CONDITIONS[name], str(args.data_dir), args.epochs, args.seed)
+        futures = {name: pool.submit(screen, args.preset, CONDITIONS[name], str(args.data_dir), args.epochs, args.seed,
+                                   args.threads)
                    for name in args.conditions}
         results = {}
         for name, future in futures.items():

@@ -167,7 +167,7 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
         measure = activity_measure(y, kind)  # the loss's and the goodness's
         if grad is not None:
             dz = ff_dz(layer, z, y, phase, measure)
-            if phase == "positive" and layer.config.peer_normalization > 0:
+            if phase == "positive":
                 add_peer_dz_(layer, z, y, dz, mask)
             if mask is None:
                 grad.add_(i, dz, x_norm)
@@ -179,13 +179,14 @@ def phase_iteration(model: RecurrentFF, frames: torch.Tensor, top: torch.Tensor,
 
 
 def add_peer_dz_(layer, z: torch.Tensor, y: torch.Tensor, dz: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-    """Footnote 9's peer normalization for frames learned a step at a time (the positive phase
-    only, as in ``FFLinear``): the layer's running mean activity per unit moves towards these
-    frames' (the rows in ``mask``, all if None), and each of those rows of ``dz`` gets the
-    derivative of strength x mean_j (running_j - mean)^2. Per frame, not per batch: ``apply``
-    takes the step's mean, so a step equals ``FFLinear``'s closed form on the same rows."""
+    """Footnote 9's peer normalization for frames learned a step at a time (call it in the
+    positive phase only, as ``FFLinear`` does): the layer's running mean activity per unit moves
+    towards these frames' (the rows in ``mask``, all if None), and each of those rows of ``dz``
+    gets the paper's additional derivative, strength x (running_j - the layer's mean)
+    (``FFLayer.peer_dz``). Per frame, not per batch: ``apply`` takes the step's mean, so a step
+    equals ``FFLinear``'s closed form on the same rows. Nothing when the strength is 0."""
     rows = y if mask is None else y[mask]
-    if not len(rows):
+    if layer.config.peer_normalization <= 0 or not len(rows):
         return
     peer, _ = layer.peer_dz(z if mask is None else z[mask], rows)
     if mask is None:

@@ -110,7 +110,7 @@ class NextCharFF(nn.Module):
                 z = layer.linear(x_norm)
                 x = layer._act(z)
                 dz = ff_dz(layer, z, x, phase)
-                if phase == "positive" and layer.config.peer_normalization > 0:
+                if phase == "positive":
                     add_peer_dz_(layer, z, x, dz)
                 grad.add_(i, dz, x_norm)
                 total[i] += float(goodness(x, layer.config.goodness).sum()) / layer.threshold

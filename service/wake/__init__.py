@@ -18,7 +18,10 @@ holds the weights it changed, together with each stream's applied count and last
 id. After a crash the worker resumes from that checkpoint and re-reads its pending entries:
 those the checkpoint already includes (id <= the stream's last applied id) are skipped, the
 others are applied again to the restored weights, so every accepted frame ends up in the
-weights once and Redis's per-stream applied count equals the accepted count.
+weights once and Redis's per-stream applied count equals the accepted count. A Redis outage
+(no crash) ends the same way: the first read after it re-reads the pending entries, because a
+read whose reply the outage swallowed left its entries delivered but unseen, and a read of new
+entries never returns them.
 
 The package: this module is the loop and the positive phase (``WakeWorker``); ``streams`` keeps
 each stream's recurrent state, ``rhythm`` decides when positive steps happen, ``negatives``
