@@ -8,8 +8,9 @@ which is what peer normalization (paper footnote 9) is meant to keep "similar, b
     python benchmarks/recipe_screen.py --data-dir ../shared/data/mnist --epochs 30 --conditions recipe \
         "no peer normalization" "weight decay 1e-3" "weight decay 2e-3" --out docs/recipe_screen11_30epochs.json
 
-Conditions run in ``--jobs`` processes of ``--threads`` torch threads each (deterministic for a
-given thread count: the same numbers whatever the jobs). A screen of a few epochs ranks changes; it does not replace the preset's run.
+Conditions run in ``--jobs`` processes of ``--threads`` torch threads each (deterministic: the
+same numbers whatever the jobs). A screen of a few epochs ranks changes; it does not replace the
+preset's run.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ import time
 
 import numpy as np
 import pytest
-import redis
 import torch
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import ConnectionError as RedisConnectionError
 
 from ffcore.online import FFGradient
 from service.keys import WAKE_GROUP, Keys
@@ -162,7 +162,7 @@ class SwallowingWake(RecordingWake):
             self.redis.xreadgroup(WAKE_GROUP, CONSUMER, {self.keys.frames: ">"})  # delivered; the reply is lost
             for seq in range(3, 5):
                 _post(self.redis, self.keys, "a", 0.5, label=1, seq=seq)
-            raise redis.ConnectionError("connection reset by peer (Redis shutting down)")
+            raise RedisConnectionError("connection reset by peer (Redis shutting down)")
         applied = super().poll(pending)
         self.running = self.applied.get("a", 0) < self.until and len(self.polls) < 20
         return applied
