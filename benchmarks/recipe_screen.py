@@ -50,7 +50,8 @@ def unit_statistics(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     return stats
 
 
-def screen(preset_name: str, changes: dict, data_dir: str, epochs: int, seed: int, threads: int = 1) -> dict:
+def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, threads: int = 1) -> dict:
+    """Train ``preset_name`` with condition ``name``'s changes (``CONDITIONS``) and measure it."""
     from ffcore.checkpoint import build_model
     from ffcore.data.datasets import load_dataset
     from ffcore.presets import get_preset
@@ -58,12 +59,12 @@ def screen(preset_name: str, changes: dict, data_dir: str, epochs: int, seed: in
 
     torch.set_num_threads(threads)
     preset = get_preset(preset_name)
+    changes = CONDITIONS[name]
     config = replace(preset.model, layer=replace(preset.model.layer, **changes))
     torch.manual_seed(seed)  # as ffcore.experiment.run_preset: the same initial weights
     data = load_dataset(preset.dataset, data_dir, seed=seed)
     model = build_model(preset.kind, config)
     start = time.perf_counter()
-    name = next((k for k, v in CONDITIONS.items() if v == changes), str(changes))
 
     def progress(record) -> None:  # one line per epoch: a long screen shows where it is
         print(f"[{name}] epoch {record.epoch}/{epochs}: loss {record.train_loss:.3f}, {record.seconds:.0f} s", flush=True)
@@ -93,7 +94,7 @@ def main() -> None:
     if min(args.epochs, args.jobs, args.threads) < 1:
         ap.error("--epochs, --jobs and --threads must be >= 1")
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(screen, args.preset, CONDITIONS[name], str(args.data_dir), args.epochs, args.seed,
+        futures = {name: pool.submit(screen, args.preset, name, str(args.data_dir), args.epochs, args.seed,
                                    args.threads)
                    for name in args.conditions}
         results = {}

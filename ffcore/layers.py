@@ -239,7 +239,7 @@ class FFLayer(nn.Module, ABC):
         # Dead ReLUs have no derivative; pretend they do (identity derivative) so their incoming
         # weights still grow towards the layer's mean activity (footnote 9).
         y = z_pos - (z_pos - y_pos).detach() if self.config.activation == "relu" else y_pos
-        _, deviation = self.peer_dz(z_pos.detach(), y_pos.detach())  # moves the running mean
+        _, deviation = self.peer_dz(z_pos, y_pos)  # moves the running mean (no graph: see peer_dz)
         surrogate = (deviation * y.mean(dim=0)).sum()
         return surrogate - surrogate.detach() + 0.5 * deviation.square().sum()
 

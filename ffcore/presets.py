@@ -53,9 +53,11 @@ FF_PEER = 0.02
 # gave 1.73% test error (goodness; softmax 1.73%) against 1.84% (2.31%) with 3e-4, and 30 of
 # mnist-ff-cpu 1.73 / 1.84% (validation / test) against 1.81 / 1.90% (docs/RESULTS.md, twelfth session).
 FF_MLP_WEIGHT_DECAY = 2e-3
+# What every fully connected FF preset, full-size or synthetic, regularizes with.
+FF_MLP_REGULARIZERS = dict(peer_normalization=FF_PEER, weight_decay=FF_MLP_WEIGHT_DECAY)
 # The fully connected FF nets take steps scaled by each layer's fan-in (LayerConfig.lr_scale): lr
 # 1e-3 is the rate of a layer reading 1000 inputs, the width this recipe was tuned at.
-FF_MLP_LAYER = replace(FF_LAYER, lr_scale="fan_in", peer_normalization=FF_PEER, weight_decay=FF_MLP_WEIGHT_DECAY)
+FF_MLP_LAYER = replace(FF_LAYER, lr_scale="fan_in", **FF_MLP_REGULARIZERS)
 BP_LAYER = LayerConfig(optimizer="adam", lr=1e-3, weight_decay=0.0)
 SYNTH = dict(input_dim=196, image_shape=(14, 14), widths=(128, 128, 128))
 # Paper section 4, table 1: CIFAR-10 through 32 x 32 maps of 3 units per location with 11 x 11
@@ -81,7 +83,7 @@ def cifar_bp(depth: int) -> MLPConfig:
 
 # Small nets tolerate (and need, to finish in seconds) a larger step than the 2000-unit ones.
 SYNTH_FF_LAYER = replace(FF_LAYER, lr=3e-3)
-SYNTH_FF_MLP_LAYER = replace(SYNTH_FF_LAYER, peer_normalization=FF_PEER, weight_decay=FF_MLP_WEIGHT_DECAY)
+SYNTH_FF_MLP_LAYER = replace(SYNTH_FF_LAYER, **FF_MLP_REGULARIZERS)
 
 _PRESETS = [
     Preset("mnist-ff-4x2000", "supervised FF, label in the first 10 pixels, hard negatives (paper 3.3)",
