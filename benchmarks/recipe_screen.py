@@ -35,6 +35,8 @@ CONDITIONS = {
     "peer normalization 0.006": {"peer_normalization": 0.006},
     "weight decay 1e-3": {"weight_decay": 1e-3},
     "weight decay 2e-3": {"weight_decay": 2e-3},
+    "weight decay 4e-3": {"weight_decay": 4e-3},
+    "weight decay 8e-3": {"weight_decay": 8e-3},
 }
 UNIT_SAMPLE = 2000  # validation images (with their labels written in) the unit statistics are taken on
 

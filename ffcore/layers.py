@@ -55,6 +55,9 @@ class LayerConfig:
     lr_scale: str = "none"
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 3e-4
+    # False: biases are not decayed (the paper's code decays only the weights; a bias sets where a
+    # unit turns on, not how large its weights grow)
+    decay_biases: bool = True
     # Width of the logistic's transition, as a fraction of the threshold: p(positive) =
     # sigma((G - theta) / T) with T = max(1, temperature * theta). 0 is the paper's eq. 1 (T = 1),
     # whose logits are of the order of the layer width, so the loss saturates and its steps are
@@ -171,6 +174,11 @@ class LayerStackConfig:
 def make_optimizer(params, config: LayerConfig, lr: float | None = None, weight_decay: float | None = None):
     lr = config.lr if lr is None else lr
     weight_decay = config.weight_decay if weight_decay is None else weight_decay
+    params = list(params)
+    if not config.decay_biases and weight_decay > 0:
+        # two groups only where they differ, so that optimizer states saved with one group still load
+        params = [{"params": [p for p in params if p.dim() > 1]},
+                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
     # fused: one kernel per step instead of several passes over the weights (the step of a
     # 1000x1000 layer is memory-bound, and FF takes one per layer per batch)
     if config.optimizer == "adam":

@@ -222,3 +222,16 @@ def test_the_recurrent_net_refuses_a_scaled_lr():
 
     with pytest.raises(ValueError, match="lr_scale must be 'none'"):
         RecurrentConfig(layer=LayerConfig(lr_scale="fan_in"))
+
+
+@pytest.mark.parametrize("decay_biases", [True, False])
+def test_decay_biases_switches_the_decay_of_the_biases_alone(decay_biases):
+    layer = _layer(LayerConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.5, decay_biases=decay_biases))
+    with torch.no_grad():
+        layer.linear.bias.fill_(1.0)
+    weight, bias = layer.linear.weight.detach().clone(), layer.linear.bias.detach().clone()
+    for p in layer.parameters():
+        p.grad = torch.zeros_like(p)  # a step of the decay alone
+    layer.optimizer.step()
+    torch.testing.assert_close(layer.linear.weight, weight * (1 - 0.1 * 0.5))
+    torch.testing.assert_close(layer.linear.bias, bias * (1 - 0.1 * 0.5) if decay_biases else bias)
