@@ -80,6 +80,9 @@ def train(
                                             "they would not fit, decided while the learning rate is at its peak"),
     resume: Optional[Path] = typer.Option(None, help="continue the stopped run in this run folder from its last "
                                           "epoch, exactly as it was asked for (its other options are the run's)"),
+    layer: Optional[list[str]] = typer.Option(None, help="override a field of the preset's layer settings "
+                                              "(ffcore.layers.LayerConfig), e.g. --layer weight_decay=4e-3 "
+                                              "--layer decay_biases=false; repeatable"),
 ):
     """Train a preset; writes a run folder and prints the final report. The folder is brought up
     to date after every epoch, so a stopped run continues with ``--resume RUN``."""
@@ -95,7 +98,8 @@ def train(
         preset, seed, eval_every, minutes = run["preset"], run["seed"], run["eval_every"], run["minutes"]
         data_dir, device, out = (Path(run["data_dir"]) if run["data_dir"] else None), run["device"], resume
     else:
-        overrides = {"epochs": epochs, "batch_size": batch_size, "widths": parse_widths(widths), "jitter": jitter}
+        overrides = {"epochs": epochs, "batch_size": batch_size, "widths": parse_widths(widths), "jitter": jitter,
+                     "layer": parse_layer_overrides(layer)}
         run = {"command": sys.argv, "overrides": overrides, "data_dir": str(data_dir) if data_dir else None,
                "device": device, "minutes": minutes, "versions": _versions(), "hardware": _hardware(), "resumed": []}
     p = get_preset(preset).with_overrides(**overrides)
@@ -290,6 +294,36 @@ def parse_widths(text: str | None) -> tuple[int, ...] | None:
     if not widths or min(widths) < 1:
         raise ValueError(f"widths must be positive, got {text!r}")
     return widths
+
+
+def parse_layer_overrides(items: list[str] | None) -> dict | None:
+    """``["weight_decay=4e-3", "decay_biases=false"]`` -> ``{"weight_decay": 0.004, "decay_biases":
+    False}``, each value read as its ``LayerConfig`` field's type; a clear error for anything else
+    (the values themselves are checked by ``LayerConfig``)."""
+    from dataclasses import fields
+
+    from ffcore.layers import LayerConfig
+
+    if not items:
+        return None
+    types = {f.name: str(f.type) for f in fields(LayerConfig)}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or name not in types:
+            raise ValueError(f"--layer takes NAME=VALUE with NAME one of {', '.join(types)}; got {item!r}")
+        kind = types[name]
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[name] = text.lower() in ("true", "1")
+            else:
+                out[name] = {"float": float, "int": int}.get(kind, str)(text)
+        except ValueError:
+            raise ValueError(f"--layer {name} takes a {kind}, got {text!r}") from None
+    return out
 
 
 @data_app.command("fetch")

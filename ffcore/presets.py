@@ -27,11 +27,18 @@ class Preset:
     paper_result: str = ""
     jitter: int = 0  # training images shifted by up to this many pixels each way (paper 3.3)
 
-    def with_overrides(self, widths: tuple[int, ...] | None = None, **changes) -> "Preset":
-        """The preset with ``epochs``, ``batch_size``, ``jitter`` or the hidden layers' ``widths``
-        changed (None: kept)."""
+    def with_overrides(self, widths: tuple[int, ...] | None = None, layer: dict | None = None,
+                       **changes) -> "Preset":
+        """The preset with ``epochs``, ``batch_size``, ``jitter``, the hidden layers' ``widths`` or
+        fields of their ``LayerConfig`` (``layer``, e.g. ``{"weight_decay": 4e-3}``) changed
+        (None: kept)."""
+        model = self.model
         if widths is not None:
-            changes["model"] = replace(self.model, widths=tuple(widths))
+            model = replace(model, widths=tuple(widths))
+        if layer:
+            model = replace(model, layer=replace(model.layer, **layer))
+        if model is not self.model:
+            changes["model"] = model
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -95,3 +95,17 @@ def test_train_on_jittered_images(tmp_path):
     # it learns from shifted images (measured 0.34 softmax error; 0.07 unshifted: 14 x 14 images
     # shifted a pixel are harder, and two epochs are few)
     assert report["jitter"] == 1 and report["test"]["softmax"]["error"] < 0.6
+
+
+def test_train_overrides_the_layer_settings_and_refuses_bad_ones(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--preset", "synthetic-ff", "--epochs", "1", "--out", str(out), "--quiet",
+                                 "--layer", "weight_decay=4e-3", "--layer", "decay_biases=false"])
+    assert result.exit_code == 0, result.output
+    layer = json.loads((out / "checkpoint" / "config.json").read_text())["config"]["layer"]
+    assert layer["weight_decay"] == 4e-3 and layer["decay_biases"] is False
+    for bad, message in (("weight_decay=-1", "weight_decay must be >= 0"), ("nope=1", "--layer takes NAME=VALUE"),
+                         ("decay_biases=maybe", "decay_biases takes a bool")):
+        result = runner.invoke(app, ["train", "--preset", "synthetic-ff", "--epochs", "1", "--out", str(out),
+                                     "--layer", bad])
+        assert result.exit_code == 2 and message in result.output, result.output
