@@ -19,7 +19,6 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -60,9 +59,9 @@ def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, t
     from ffcore.train import evaluate, evaluate_layers, fit
 
     torch.set_num_threads(threads)
-    preset = get_preset(preset_name)
     changes = CONDITIONS[name]
-    config = replace(preset.model, layer=replace(preset.model.layer, **changes))
+    preset = get_preset(preset_name).with_overrides(layer=changes)  # as `ffcore train --layer`
+    config = preset.model
     torch.manual_seed(seed)  # as ffcore.experiment.run_preset: the same initial weights
     data = load_dataset(preset.dataset, data_dir, seed=seed)
     model = build_model(preset.kind, config)
