@@ -36,6 +36,11 @@ CONDITIONS = {
     "weight decay 2e-3": {"weight_decay": 2e-3},
     "weight decay 4e-3": {"weight_decay": 4e-3},
     "weight decay 8e-3": {"weight_decay": 8e-3},
+    "weight decay 1.6e-2": {"weight_decay": 1.6e-2},
+    "weight decay 3.2e-2": {"weight_decay": 3.2e-2},
+    "biases not decayed": {"decay_biases": False},
+    "weight decay 4e-3, biases not decayed": {"weight_decay": 4e-3, "decay_biases": False},
+    "weight decay 8e-3, biases not decayed": {"weight_decay": 8e-3, "decay_biases": False},
 }
 UNIT_SAMPLE = 2000  # validation images (with their labels written in) the unit statistics are taken on
 
