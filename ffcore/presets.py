@@ -64,7 +64,8 @@ FF_PEER = 0.02
 # 2e-3: 8e-3 moved mnist-ff-unsup-cpu both ways (validation 1.64 -> 1.78%, test 1.61 -> 1.55%).
 FF_MLP_WEIGHT_DECAY = 8e-3
 FF_MLP_UNSUP_WEIGHT_DECAY = 2e-3
-# What every fully connected FF preset, full-size or synthetic, regularizes with (supervised).
+# What the supervised fully connected FF presets, full-size or synthetic, regularize with (the
+# unsupervised ones take the same with FF_MLP_UNSUP_WEIGHT_DECAY).
 FF_MLP_REGULARIZERS = dict(peer_normalization=FF_PEER, weight_decay=FF_MLP_WEIGHT_DECAY)
 # The fully connected FF nets take steps scaled by each layer's fan-in (LayerConfig.lr_scale): lr
 # 1e-3 is the rate of a layer reading 1000 inputs, the width this recipe was tuned at.
