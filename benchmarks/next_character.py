@@ -32,7 +32,7 @@ from rich.progress import Progress
 
 from ffcore.data.text import load_aesop
 from ffcore.experiment import hardware
-from ffcore.sequence import REGIMES, NextCharConfig, NextCharFF, perplexity, update, windows_of
+from ffcore.sequence import READOUT_INPUTS, REGIMES, NextCharConfig, NextCharFF, perplexity, update, windows_of
 
 
 def run_regime(regime: str, config: NextCharConfig, train, held, updates: int, eval_every: int, seed: int,
@@ -95,6 +95,9 @@ def main() -> None:
     parser.add_argument("--readout-lr", type=float, default=NextCharConfig.readout_lr)
     parser.add_argument("--peer-normalization", type=float, default=0.0,
                         help="strength of the paper's footnote-9 peer normalization in the positive phase (0: off)")
+    parser.add_argument("--readout-input", choices=READOUT_INPUTS, default=NextCharConfig.readout_input,
+                        help="what the softmax reads of each hidden layer: its normalized activities or the "
+                        "activities themselves (section 4.1's wording)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--regimes", default=",".join(REGIMES))
     parser.add_argument("--threads", type=int, default=2)
@@ -104,7 +107,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train, held = load_aesop(args.data_dir)
     config = NextCharConfig(hidden=args.hidden, lr=args.lr, readout_lr=args.readout_lr,
-                            peer_normalization=args.peer_normalization, seed=args.seed)
+                            peer_normalization=args.peer_normalization,
+                            readout_input=args.readout_input, seed=args.seed)
     regimes = [r.strip() for r in args.regimes.split(",")]
     results = {}
     with Progress() as progress:
@@ -122,7 +126,8 @@ def main() -> None:
               "summary": summary, "results": results}
     (args.out / "next_character.json").write_text(json.dumps(report, indent=1))
     plot(results, args.out / "next_character.png",
-         f"Next character, Aesop: 3 x {args.hidden} ReLU, {args.updates} full-batch updates")
+         f"Next character, Aesop: 3 x {args.hidden} ReLU, {args.updates} full-batch updates, "
+         f"the softmax reads each layer's {args.readout_input}")
     print(json.dumps(summary, indent=2))
 
 

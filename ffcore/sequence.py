@@ -35,6 +35,7 @@ from ffcore.layers import FFLinear, LayerConfig, ff_dz, threshold_schedule
 from ffcore.online import FFGradient, add_peer_dz_, normalized_step
 
 REGIMES = ("fixed", "combined", "offline")
+READOUT_INPUTS = ("direction", "activity")
 CHUNK = 4096  # windows per matrix product: bounds memory at the paper's width
 
 
@@ -49,6 +50,10 @@ class NextCharConfig:
     readout_lr: float = 0.05  # softmax: Adam on the full-batch cross-entropy
     temperature: float = 0.0  # LayerConfig.temperature (0: the paper's eq. 1)
     peer_normalization: float = 0.0  # LayerConfig.peer_normalization, in the positive phase
+    # What the softmax reads of each hidden layer: "direction" (its normalized activity vector, as
+    # the MNIST nets' softmax does) or "activity" (the activities themselves, as section 4.1 words
+    # it; their length is the layer's goodness, so the softmax also sees how real a window looks).
+    readout_input: str = "direction"
     seed: int = 0
 
     def __post_init__(self):
@@ -62,6 +67,8 @@ class NextCharConfig:
             raise ValueError(f"peer_normalization must be >= 0, got {self.peer_normalization}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.readout_input not in READOUT_INPUTS:
+            raise ValueError(f"readout_input must be one of {READOUT_INPUTS}, got {self.readout_input!r}")
 
 
 class NextCharFF(nn.Module):
@@ -90,13 +97,17 @@ class NextCharFF(nn.Module):
 
     @torch.no_grad()
     def features(self, windows: torch.Tensor) -> torch.Tensor:
-        """The softmax's input: every hidden layer's normalized activities, (B, depth * hidden)."""
+        """The softmax's input: every hidden layer's normalized activities (``readout_input``
+        "direction") or activities ("activity"), (B, depth * hidden)."""
         x, out = self.one_hot(windows), []
         for layer in self.layers:
             x = layer(x)
-            out.append(direction(x))
+            # "activity": in units of the threshold, so a layer at its threshold has length 1.
+            out.append(direction(x) if self.config.readout_input == "direction" else x / math.sqrt(layer.threshold))
         # Unit length overall (components O(1/sqrt(width))), so one readout step size suits any width.
-        return torch.cat(out, dim=1) / math.sqrt(self.config.depth * self.config.hidden)
+        if self.config.readout_input == "direction":
+            return torch.cat(out, dim=1) / math.sqrt(self.config.depth * self.config.hidden)
+        return torch.cat(out, dim=1) / math.sqrt(self.config.depth)
 
     @torch.no_grad()
     def add_ff_gradient(self, windows: torch.Tensor, phase: str, grad: FFGradient) -> list[float]:

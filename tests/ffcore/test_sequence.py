@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from ffcore.online import FFGradient, normalized_step
@@ -100,3 +101,23 @@ def test_peer_normalization_adds_footnote_9_to_the_positive_phase_only():
     for i in range(2):
         assert not torch.allclose(grads[0.0, "positive"].biases[i], grads[0.5, "positive"].biases[i])
         torch.testing.assert_close(grads[0.0, "negative"].biases[i], grads[0.5, "negative"].biases[i])
+
+
+def test_the_softmax_reads_directions_or_activities_whose_length_is_the_goodness():
+    strings = _strings()
+    contexts, targets, _ = windows_of(strings, 4)
+    by_direction, by_activity = _model(), _model(readout_input="activity")
+    d, a = by_direction.features(contexts), by_activity.features(contexts)
+    torch.testing.assert_close(d.norm(dim=1), torch.ones(len(d)))  # directions only: unit length
+    x = by_activity.one_hot(contexts)
+    for i, layer in enumerate(by_activity.layers):  # same weights: the same seed
+        x = layer(x)
+        block_d, block_a = d[:, 16 * i:16 * (i + 1)], a[:, 16 * i:16 * (i + 1)]
+        # each layer's block: squared length = goodness / threshold / depth, same direction
+        torch.testing.assert_close(2 * block_a.square().sum(1), x.square().sum(1) / layer.threshold)
+        torch.testing.assert_close(block_a / block_a.norm(dim=1, keepdim=True),
+                                   block_d / block_d.norm(dim=1, keepdim=True))
+    nats = [update(by_activity, strings, "offline", torch.Generator().manual_seed(0))["train_nats"] for _ in range(5)]
+    assert nats[-1] < nats[0]
+    with pytest.raises(ValueError, match="readout_input"):
+        NextCharConfig(readout_input="goodness")
