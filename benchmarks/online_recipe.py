@@ -52,6 +52,8 @@ CONDITIONS = [
     ("deferred, learning rate 0.75", {"learning_rate": 0.75}, 1, True),
     ("deferred, learning rate 1.25", {"learning_rate": 1.25}, 1, True),
     ("deferred, learning rate 1.5", {"learning_rate": 1.5}, 1, True),
+    ("deferred, learning rate 2", {"learning_rate": 2.0}, 1, True),
+    ("deferred, learning rate 3", {"learning_rate": 3.0}, 1, True),
     # the precision of dreams, both named: bfloat16 is the default since 2026-12-01
     ("deferred, float32 dreams", {"dream_dtype": "float32"}, 1, True),
     ("deferred, bfloat16 dreams", {"dream_dtype": "bfloat16"}, 1, True),
@@ -60,6 +62,8 @@ CONDITIONS = [
     ("deferred, steps of 160", {}, 1, True, 160),
     ("deferred, steps of 240", {}, 1, True, 240),
     ("readout not averaged", {"readout_average": 0}, 0, False),
+    ("deferred, readout not averaged", {"readout_average": 0}, 1, True),
+    ("FF frozen, readout not averaged", {"freeze": True, "readout_average": 0}, 0, False),
     # footnote 9 on the scale of the paper's code (since 2026-12-01; the ninth session's trials
     # were 1/1280 of these): 0.02 is the fully connected presets' strength
     ("peer normalization 0.02", {"peer_normalization": 0.02}, 0, False),
