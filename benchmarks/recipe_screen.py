@@ -56,8 +56,13 @@ def unit_statistics(model, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
     return stats
 
 
-def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, threads: int = 1) -> dict:
-    """Train ``preset_name`` with condition ``name``'s changes (``CONDITIONS``) and measure it."""
+def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, threads: int = 1,
+           variant: str = "mnist") -> dict:
+    """Train ``preset_name`` with condition ``name``'s changes (``CONDITIONS``) and measure it,
+    on its data in the statistics of ``variant`` (``online_recipe.VARIANTS``: a recipe that
+    holds off MNIST)."""
+    from online_recipe import VARIANTS  # noqa: E402  (benchmarks/ is the script's folder)
+
     from ffcore.checkpoint import build_model
     from ffcore.data.datasets import load_dataset
     from ffcore.presets import get_preset
@@ -69,6 +74,8 @@ def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, t
     config = preset.model
     torch.manual_seed(seed)  # as ffcore.experiment.run_preset: the same initial weights
     data = load_dataset(preset.dataset, data_dir, seed=seed)
+    f = VARIANTS[variant]
+    data.train_x, data.val_x, data.test_x = f(data.train_x), f(data.val_x), f(data.test_x)
     model = build_model(preset.kind, config)
     start = time.perf_counter()
 
@@ -93,6 +100,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--conditions", nargs="+", default=["recipe", "no peer normalization", "peer normalization 0.06"],
                     choices=list(CONDITIONS), metavar="NAME", help=f"which to run, of: {'; '.join(CONDITIONS)}")
+    ap.add_argument("--variant", default="mnist", choices=["mnist", "inverted", "low-contrast", "sparse"],
+                    help="the data in other statistics (as online_recipe.py): inverted 1 - x, low contrast "
+                    "0.45 + 0.1 x, sparse x > 0.7")
     ap.add_argument("--jobs", type=int, default=2, help="conditions trained at once")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each job (jobs x threads <= cores)")
     ap.add_argument("--out", type=Path, default=Path("docs/recipe_screen.json"))
@@ -101,7 +111,7 @@ def main() -> None:
         ap.error("--epochs, --jobs and --threads must be >= 1")
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = {name: pool.submit(screen, args.preset, name, str(args.data_dir), args.epochs, args.seed,
-                                   args.threads)
+                                   args.threads, args.variant)
                    for name in args.conditions}
         results = {}
         for name, future in futures.items():
