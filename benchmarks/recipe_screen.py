@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from online_recipe import VARIANTS  # noqa: E402  (benchmarks/ is the script's folder)
 from ffcore.experiment import write_results
 
 # name -> LayerConfig fields changed (the preset's own recipe for "recipe")
@@ -61,8 +62,6 @@ def screen(preset_name: str, name: str, data_dir: str, epochs: int, seed: int, t
     """Train ``preset_name`` with condition ``name``'s changes (``CONDITIONS``) and measure it,
     on its data in the statistics of ``variant`` (``online_recipe.VARIANTS``: a recipe that
     holds off MNIST)."""
-    from online_recipe import VARIANTS  # noqa: E402  (benchmarks/ is the script's folder)
-
     from ffcore.checkpoint import build_model
     from ffcore.data.datasets import load_dataset
     from ffcore.presets import get_preset
@@ -100,7 +99,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--conditions", nargs="+", default=["recipe", "no peer normalization", "peer normalization 0.06"],
                     choices=list(CONDITIONS), metavar="NAME", help=f"which to run, of: {'; '.join(CONDITIONS)}")
-    ap.add_argument("--variant", default="mnist", choices=["mnist", "inverted", "low-contrast", "sparse"],
+    ap.add_argument("--variant", default="mnist", choices=list(VARIANTS),
                     help="the data in other statistics (as online_recipe.py): inverted 1 - x, low contrast "
                     "0.45 + 0.1 x, sparse x > 0.7")
     ap.add_argument("--jobs", type=int, default=2, help="conditions trained at once")
