@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from online_recipe import VARIANTS  # noqa: E402  (benchmarks/ is the script's folder)
+from online_recipe import VARIANTS  # benchmarks/ is the script's folder
 from ffcore.experiment import write_results
 
 # name -> LayerConfig fields changed (the preset's own recipe for "recipe")

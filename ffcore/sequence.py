@@ -99,15 +99,15 @@ class NextCharFF(nn.Module):
     def features(self, windows: torch.Tensor) -> torch.Tensor:
         """The softmax's input: every hidden layer's normalized activities (``readout_input``
         "direction") or activities ("activity"), (B, depth * hidden)."""
+        by_direction = self.config.readout_input == "direction"
         x, out = self.one_hot(windows), []
         for layer in self.layers:
             x = layer(x)
-            # "activity": in units of the threshold, so a layer at its threshold has length 1.
-            out.append(direction(x) if self.config.readout_input == "direction" else x / math.sqrt(layer.threshold))
+            # A direction has length sqrt(width); activities in units of the threshold have length 1
+            # at the threshold.
+            out.append(direction(x) if by_direction else x / math.sqrt(layer.threshold))
         # Unit length overall (components O(1/sqrt(width))), so one readout step size suits any width.
-        if self.config.readout_input == "direction":
-            return torch.cat(out, dim=1) / math.sqrt(self.config.depth * self.config.hidden)
-        return torch.cat(out, dim=1) / math.sqrt(self.config.depth)
+        return torch.cat(out, dim=1) / math.sqrt(self.config.depth * (self.config.hidden if by_direction else 1))
 
     @torch.no_grad()
     def add_ff_gradient(self, windows: torch.Tensor, phase: str, grad: FFGradient) -> list[float]:
